@@ -1,0 +1,56 @@
+"""The fully resolved configuration of one run, and its stable id."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+# Fields that name or group a run but do not change what it measures: left out of the id,
+# so the same run in two suites (or renamed suites) is recognised as the same run.
+_NOT_IDENTITY = {"suite"}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    suite: str
+    backbone: str
+    dataset: str
+    mode: str
+    repeat: int
+    epochs: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    loss: str
+    input_size: int
+    head: dict
+    train_size: int | None
+    val_size: int | None
+    seed: int
+    precision: str
+    jit_compile: str
+    steps_per_execution: int
+    weights: str
+    dataset_params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def digest(self) -> str:
+        ident = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY}
+        blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.backbone}-{self.dataset}-{self.mode}-r{self.repeat}-{self.digest[:10]}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.backbone} · {self.dataset} · {self.mode}" + (f" · repeat {self.repeat}" if self.repeat else "")

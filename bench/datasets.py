@@ -1,0 +1,264 @@
+"""Datasets as uint8 arrays in memory: (N, H, W, 3) images and int labels.
+
+Keras's loaders are the normal path (they download once into ~/.keras/datasets). Before
+calling them we look for the same files already on disk, so an offline machine with the
+files (Debian's dataset-fashion-mnist, a copied Keras cache, $TLBENCH_DATA_DIR) never touches
+the network. Nothing here imports TensorFlow.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import UserError
+from .registry import Registry
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class Data:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    classes: int
+    source: str  # where the arrays came from, for the record
+
+    def fingerprint(self) -> str:
+        """Hash of the exact arrays trained and validated on: data identity, whatever the source."""
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_val, self.y_val):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class DatasetType:
+    """A kind of dataset; `params` are its settings with defaults (None: required)."""
+
+    name: str
+    params: dict
+    load: Callable[[dict], tuple]  # params -> (x_train, y_train, x_test, y_test, classes, source)
+    counts: Callable[[dict], tuple[int, int]]  # params -> (n_train, n_test), without loading pixels
+
+
+DATASETS: Registry[DatasetType] = Registry("dataset")
+
+
+def search_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("TLBENCH_DATA_DIR"):
+        dirs.append(Path(os.environ["TLBENCH_DATA_DIR"]))
+    dirs.append(Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets")
+    dirs.append(Path("/usr/share/datasets"))  # Debian's dataset-* packages
+    return dirs
+
+
+# --- Keras's datasets: local files first, then Keras's downloading loader ------------------
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">u4", count=ndim, offset=4)
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _fashion_mnist_files(folder: Path):
+    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    if all((folder / n).is_file() for n in names):
+        return tuple(_read_idx(folder / n) for n in names)
+    return None
+
+
+def _mnist_files(path: Path):
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        return f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+
+
+def _cifar_batch(path: Path, label_key: str):
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return x, np.asarray(d[label_key.encode()], np.int64)
+
+
+def _cifar10_files(folder: Path):
+    train = [folder / f"data_batch_{i}" for i in range(1, 6)]
+    if not all(p.is_file() for p in train + [folder / "test_batch"]):
+        return None
+    parts = [_cifar_batch(p, "labels") for p in train]
+    x_test, y_test = _cifar_batch(folder / "test_batch", "labels")
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test
+
+
+def _cifar100_files(folder: Path):
+    if not ((folder / "train").is_file() and (folder / "test").is_file()):
+        return None
+    return (*_cifar_batch(folder / "train", "fine_labels"), *_cifar_batch(folder / "test", "fine_labels"))
+
+
+def _keras_dataset(name: str, local: Callable[[Path], tuple | None], subpath: str, classes: int,
+                   counts: tuple[int, int], hint: str) -> DatasetType:
+    def load(params):
+        for d in search_dirs():
+            arrays = local(d / subpath)
+            if arrays is not None:
+                return (*arrays, classes, str(d / subpath))
+        import keras
+
+        try:
+            arrays = getattr(keras.datasets, name).load_data()
+        except Exception as e:  # offline: Keras raises a URL fetch error within a second
+            looked = ", ".join(str(d / subpath) for d in search_dirs())
+            raise UserError(
+                f"dataset '{name}': not found locally (looked in {looked}) and Keras could not "
+                f"download it ({type(e).__name__}: {str(e).splitlines()[0][:200]}). {hint}"
+            ) from None
+        (x_train, y_train), (x_test, y_test) = arrays
+        return x_train, y_train, x_test, y_test, classes, f"keras.datasets.{name}"
+
+    return DatasetType(name, {}, load, lambda params: counts)
+
+
+DATASETS.register("fashion_mnist", _keras_dataset(
+    "fashion_mnist", _fashion_mnist_files, "fashion-mnist", 10, (60000, 10000),
+    "Offline: `apt-get install dataset-fashion-mnist`, or put the four idx .gz files in "
+    "$TLBENCH_DATA_DIR/fashion-mnist/."))
+DATASETS.register("mnist", _keras_dataset(
+    "mnist", _mnist_files, "mnist.npz", 10, (60000, 10000),
+    "Offline: copy Keras's mnist.npz into $TLBENCH_DATA_DIR/ or ~/.keras/datasets/."))
+DATASETS.register("cifar10", _keras_dataset(
+    "cifar10", _cifar10_files, "cifar-10-batches-py", 10, (50000, 10000),
+    "Offline: extract cifar-10-python.tar.gz into $TLBENCH_DATA_DIR/ or ~/.keras/datasets/."))
+DATASETS.register("cifar100", _keras_dataset(
+    "cifar100", _cifar100_files, "cifar-100-python", 100, (50000, 10000),
+    "Offline: extract cifar-100-python.tar.gz into $TLBENCH_DATA_DIR/ or ~/.keras/datasets/."))
+
+
+# --- an image folder: one sub-folder per class ---------------------------------------------
+
+def _class_files(root: Path) -> dict[str, list[Path]]:
+    if not root.is_dir():
+        raise UserError(f"image folder '{root}' does not exist")
+    classes = {d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+               for d in sorted(root.iterdir()) if d.is_dir()}
+    classes = {k: v for k, v in classes.items() if v}
+    if len(classes) < 2:
+        raise UserError(f"image folder '{root}' needs at least two sub-folders of images (one per class)")
+    return classes
+
+
+def _split_roots(params) -> tuple[Path, Path | None]:
+    """`train/` + `val/` (or `test/`) sub-folders if present; else one folder split by val_fraction."""
+    root = Path(params["path"])
+    for val in ("val", "test"):
+        if (root / "train").is_dir() and (root / val).is_dir():
+            return root / "train", root / val
+    return root, None
+
+
+def _read_images(files: list[Path], size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    out = np.empty((len(files), size, size, 3), np.uint8)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                out[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise UserError(f"image folder: cannot read image '{path}': {e}") from None
+    return out
+
+
+def _image_folder_load(params):
+    train_root, val_root = _split_roots(params)
+    train = _class_files(train_root)
+    names = list(train)
+    files = [(p, names.index(c)) for c, ps in train.items() for p in ps]
+    if val_root is None:
+        # A fixed split (seeded on the file list, not the run seed) so every run validates on the same images.
+        order = np.random.default_rng(0).permutation(len(files))
+        n_val = max(1, int(round(len(files) * params["val_fraction"])))
+        val_files = [files[i] for i in order[:n_val]]
+        files = [files[i] for i in order[n_val:]]
+    else:
+        val = _class_files(val_root)
+        missing = set(val) - set(names)
+        if missing:
+            raise UserError(f"image folder '{val_root}': classes {sorted(missing)} are not in '{train_root}'")
+        val_files = [(p, names.index(c)) for c, ps in val.items() for p in ps]
+    size = params["image_size"]
+    return (_read_images([f for f, _ in files], size), np.array([y for _, y in files], np.int64),
+            _read_images([f for f, _ in val_files], size), np.array([y for _, y in val_files], np.int64),
+            len(names), str(params["path"]))
+
+
+def _image_folder_counts(params):
+    train_root, val_root = _split_roots(params)
+    n = sum(len(v) for v in _class_files(train_root).values())
+    if val_root is not None:
+        return n, sum(len(v) for v in _class_files(val_root).values())
+    n_val = max(1, int(round(n * params["val_fraction"])))
+    return n - n_val, n_val
+
+
+DATASETS.register("image_folder", DatasetType(
+    "image_folder", {"path": None, "image_size": 32, "val_fraction": 0.2},
+    _image_folder_load, _image_folder_counts))
+
+
+# --- synthetic: learnable class patterns, for tests only -----------------------------------
+
+def _synthetic_load(params):
+    rng = np.random.default_rng(params["seed"])
+    size, k = params["image_size"], params["classes"]
+    # Each class is a smooth random colour pattern; samples are that pattern plus noise.
+    coarse = rng.uniform(0, 255, (k, 4, 4, 3))
+    templates = np.kron(coarse, np.ones((1, -(-size // 4), -(-size // 4), 1)))[:, :size, :size]
+
+    def draw(n):
+        y = np.arange(n) % k
+        x = templates[y] + rng.normal(0, params["noise"], (n, size, size, 3))
+        return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+    return (*draw(params["train"]), *draw(params["test"]), k, "synthetic")
+
+
+DATASETS.register("synthetic", DatasetType(
+    "synthetic", {"image_size": 32, "classes": 10, "train": 1000, "test": 200, "noise": 40.0, "seed": 0},
+    _synthetic_load, lambda p: (p["train"], p["test"])))
+
+
+# --- subsetting, as the documents do it ------------------------------------------------------
+
+def _take(x, y, n, rng):
+    """Shuffle with the run's seed and keep the first n (all when n is None)."""
+    order = rng.permutation(len(x))[: n if n is not None else len(x)]
+    return x[order], y[order]
+
+
+def _to_rgb(x: np.ndarray) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[..., None]
+    return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+
+def load(dtype_name: str, params: dict, train_size: int | None, val_size: int | None, seed: int) -> Data:
+    x_train, y_train, x_test, y_test, classes, source = DATASETS.get(dtype_name).load(params)
+    rng = np.random.default_rng(seed)
+    x_train, y_train = _take(x_train, y_train, train_size, rng)
+    x_val, y_val = _take(x_test, y_test, val_size, rng)
+    return Data(_to_rgb(x_train), y_train.astype(np.int64).ravel(), _to_rgb(x_val),
+                y_val.astype(np.int64).ravel(), classes, source)

@@ -1,0 +1,57 @@
+"""The Keras model of one run: uint8 images -> resize -> normalise -> backbone -> head.
+
+Resizing and normalisation are layers, so they run on the accelerator in the compiled step
+under any Keras backend, and the input pipeline only moves uint8 batches.
+"""
+from __future__ import annotations
+
+import keras
+
+from .backbones import BACKBONES
+from .config import RunConfig
+from .modes import MODES
+from .preprocessing import Normalize
+from .weights import build_backbone, preprocessing
+
+
+def build(config: RunConfig, image_shape: tuple[int, int, int], classes: int) -> keras.Model:
+    keras.config.set_dtype_policy(config.precision)
+    backbone_spec = BACKBONES.get(config.backbone)
+    mode = MODES.get(config.mode)
+    backbone = build_backbone(backbone_spec, config.weights, config.input_size, mode.pretrained)
+    backbone.trainable = mode.trainable
+
+    inputs = keras.Input(image_shape, dtype="uint8", name="images")
+    x = inputs
+    if image_shape[:2] != (config.input_size, config.input_size):
+        x = keras.layers.Resizing(config.input_size, config.input_size, name="resize")(x)
+    x = Normalize(preprocessing(backbone_spec, config.weights), name="normalize")(x)
+    # training=False pins BatchNorm to inference mode; None lets fit() switch it to training.
+    x = backbone(x, training=None if mode.batchnorm_training else False)
+
+    head = config.head
+    pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
+            "flatten": keras.layers.Flatten}[head["pooling"]]
+    x = pool(name="pool")(x)
+    for i, units in enumerate(head["dense"]):
+        if head["dropout"]:
+            x = keras.layers.Dropout(head["dropout"], name=f"dropout_{i}")(x)
+        x = keras.layers.Dense(units, activation=head["activation"], name=f"dense_{i}")(x)
+    if head["dropout"]:
+        x = keras.layers.Dropout(head["dropout"], name="dropout_out")(x)
+    # Softmax in float32 even under mixed precision, as Keras's mixed-precision guide advises.
+    outputs = keras.layers.Dense(classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=f"{config.backbone}_{config.mode}")
+
+
+def compile(model: keras.Model, config: RunConfig) -> None:
+    optimizer = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+                 "rmsprop": keras.optimizers.RMSprop}[config.optimizer](learning_rate=config.learning_rate)
+    jit = {"auto": "auto", "on": True, "off": False}[config.jit_compile]
+    model.compile(optimizer=optimizer, loss=config.loss, metrics=["accuracy"], jit_compile=jit,
+                  steps_per_execution=config.steps_per_execution)
+
+
+def parameter_counts(model: keras.Model) -> dict:
+    count = lambda ws: int(sum(keras.ops.size(w) for w in ws))  # noqa: E731
+    return {"trainable": count(model.trainable_weights), "non_trainable": count(model.non_trainable_weights)}

@@ -1,0 +1,130 @@
+"""Run a suite: each RunConfig trained with Keras fit, timed, and written as a record."""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import datasets, store
+from .config import RunConfig
+from .errors import UserError
+from .suite import Suite
+
+RECORD_SCHEMA = store.SCHEMA
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
+    """Train one run and return its record; a failure is recorded, not raised."""
+    import keras
+
+    from . import model as model_lib
+    from .clock import EpochClock
+    from .weights import identity
+
+    record = {"schema": RECORD_SCHEMA, "run_id": config.run_id, "suite": config.suite,
+              "config": config.to_dict(), "started": _now(), "status": "running", "error": None,
+              "environment": environment, "weights": identity(config.weights), "epochs": []}
+    clock = None
+    try:
+        keras.utils.set_random_seed(config.seed + config.repeat)
+        t = time.perf_counter()
+        data = datasets.load(config.dataset_params["type"], config.dataset_params, config.train_size,
+                             config.val_size, config.seed)
+        record["data_seconds"] = time.perf_counter() - t
+        record["data"] = {"source": data.source, "fingerprint": data.fingerprint(), "classes": data.classes,
+                          "train_images": len(data.x_train), "val_images": len(data.x_val),
+                          "image_shape": list(data.x_train.shape[1:])}
+
+        t = time.perf_counter()
+        model = model_lib.build(config, data.x_train.shape[1:], data.classes)
+        model_lib.compile(model, config)
+        record["build_seconds"] = time.perf_counter() - t
+        record["params"] = model_lib.parameter_counts(model)
+        record["precision"] = keras.config.dtype_policy().name
+        record["xla"] = {"requested": config.jit_compile, "resolved": bool(model.jit_compile)}
+
+        y_train, y_val = data.y_train, data.y_val
+        if config.loss == "categorical_crossentropy":
+            y_train = keras.utils.to_categorical(y_train, data.classes)
+            y_val = keras.utils.to_categorical(y_val, data.classes)
+        clock = EpochClock(len(data.x_train))
+        model.fit(data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
+                  validation_data=(data.x_val, y_val), callbacks=[clock], verbose=verbose, shuffle=True)
+        record["status"] = "diverged" if clock.diverged else "ok"
+        if clock.diverged:
+            record["error"] = "training loss became NaN or infinite"
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 -- one broken run must not cost the rest of the suite
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {e}"
+        if not isinstance(e, UserError):
+            record["traceback"] = traceback.format_exc(limit=-8)
+    finally:
+        if clock is not None:
+            record["epochs"] = clock.rows
+        record["finished"] = _now()
+        keras.backend.clear_session()  # free the model before the next run builds its own
+    return record
+
+
+@dataclass
+class Eta:
+    """Seconds per image-epoch of finished runs, per mode: frozen runs cost a fraction of the others."""
+
+    done: dict[str, list[float]] = field(default_factory=dict)
+
+    @staticmethod
+    def work(c: RunConfig) -> float:
+        return c.epochs * ((c.train_size or 50000) + (c.val_size or 10000) / 3)
+
+    def add(self, c: RunConfig, seconds: float) -> None:
+        self.done.setdefault(c.mode, []).append(seconds / self.work(c))
+
+    def remaining(self, todo: list[RunConfig]) -> float | None:
+        if not self.done:
+            return None
+        every = [r for rates in self.done.values() for r in rates]
+        rate = lambda m: sum(self.done.get(m, every)) / len(self.done.get(m, every))  # noqa: E731
+        return sum(rate(c.mode) * self.work(c) for c in todo)
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA after the first run"
+    return f"ETA {seconds / 60:.0f} min" if seconds >= 90 else f"ETA {seconds:.0f} s"
+
+
+def run_suite(suite: Suite, folder: Path, force: bool = False, out: Callable[[str], None] = print,
+              verbose: int | None = None) -> list[dict]:
+    from .environment import capture
+
+    folder = Path(folder)
+    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+    environment = capture()
+    out(f"tlbench: suite '{suite.name}', {len(suite.runs)} runs on {environment['device']} "
+        f"(Keras {environment['versions'].get('keras')}, backend {environment['keras_backend']}) -> {folder}")
+    eta, finished = Eta(), []
+    for i, config in enumerate(suite.runs, 1):
+        prefix = f"run {i}/{len(suite.runs)} {config.label}"
+        existing = store.run_path(folder, config.run_id)
+        if existing.is_file() and not force:
+            out(f"{prefix}: already recorded in {existing}, skipped (--force to re-run)")
+            continue
+        out(f"{prefix} ({_fmt_eta(eta.remaining(suite.runs[i - 1:]))})")
+        t = time.perf_counter()
+        record = run_one(config, environment, verbose)
+        eta.add(config, time.perf_counter() - t)
+        store.write_run(folder, record)
+        finished.append(record)
+        if record["status"] != "ok":
+            out(f"{prefix}: {record['status'].upper()}: {record['error']}")
+    return finished

@@ -1,0 +1,450 @@
+"""Suite files: read the YAML, validate every key with its line number, expand into RunConfigs.
+
+Schema (README "Suite files" documents it for users):
+
+  name: str                      required; also the results folder name
+  description: str
+  defaults: {SETTING: value}     see SETTINGS below
+  matrix: {backbone: [...], dataset: [...], mode: [...]}   each a name or a list of names
+  overrides: [{match: {AXIS: name or [names]}, set: {SETTING: value}}]   later entries win
+  datasets: {NAME: {type: DATASET_TYPE, PARAM: value}}     named variants (image folders, synthetic sizes)
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .backbones import BACKBONES
+from .config import RunConfig
+from .datasets import DATASETS
+from .errors import ConfigError, SuiteErrors, UserError, unknown
+from .modes import MODES
+from .registry import UnknownName
+from .weights import WEIGHTS, is_file_source, source as weights_source
+
+AXES = ("backbone", "dataset", "mode")
+TOP_KEYS = {"name", "description", "defaults", "matrix", "overrides", "datasets"}
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+POOLINGS = ("avg", "max", "flatten")
+ACTIVATIONS = ("relu", "gelu", "swish", "tanh", "sigmoid", "linear")
+
+
+# --- value checks: return the normalised value or raise ValueError(message) ----------------
+
+def _int(lo: int | None = None, nullable: bool = False) -> Callable:
+    def check(v):
+        if v is None and nullable:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"expected an integer{' or null' if nullable else ''}, got {v!r}")
+        if lo is not None and v < lo:
+            raise ValueError(f"must be at least {lo}, got {v}")
+        return v
+    return check
+
+
+def _positive_float(v):
+    # PyYAML reads `1e-3` (no dot) as a string: accept it, since everyone writes it that way.
+    try:
+        f = float(v) if not isinstance(v, bool) else None
+    except (TypeError, ValueError):
+        f = None
+    if f is None or not f > 0:
+        raise ValueError(f"expected a positive number, got {v!r}")
+    return f
+
+
+def _choice(valid: tuple[str, ...], kind: str) -> Callable:
+    def check(v):
+        if v not in valid:
+            raise ValueError(unknown(kind, v, valid))
+        return v
+    return check
+
+
+def _jit(v):
+    mapping = {"auto": "auto", True: "on", False: "off", "on": "on", "off": "off"}
+    if isinstance(v, (str, bool)) and v in mapping:
+        return mapping[v]
+    raise ValueError(f"expected auto, true or false, got {v!r}")
+
+
+def _weights(v):
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a weights source name or a file path, got {v!r}")
+    if v not in WEIGHTS and not is_file_source(v):
+        raise ValueError(unknown("weights source", v, WEIGHTS.names()) + ", or a path to a *.weights.h5 file")
+    return v
+
+
+HEAD_KEYS = {
+    "pooling": _choice(POOLINGS, "pooling"),
+    "dense": None,  # checked in _head
+    "dropout": None,
+    "activation": _choice(ACTIVATIONS, "activation"),
+}
+
+
+def _head(v, base: dict | None = None):
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a mapping with keys {', '.join(HEAD_KEYS)}, got {v!r}")
+    out = dict(base or {})
+    for k, val in v.items():
+        if k not in HEAD_KEYS:
+            raise ValueError(unknown("head key", k, HEAD_KEYS))
+        if k == "dense":
+            if not isinstance(val, list) or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0
+                                                   for u in val):
+                raise ValueError(f"head.dense must be a list of positive integers (units per layer), got {val!r}")
+        elif k == "dropout":
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 <= val < 1:
+                raise ValueError(f"head.dropout must be a number in [0, 1), got {val!r}")
+            val = float(val)
+        else:
+            val = HEAD_KEYS[k](val)
+        out[k] = val
+    return out
+
+
+SETTINGS: dict[str, Callable] = {
+    "epochs": _int(1),
+    "batch_size": _int(1),
+    "optimizer": _choice(OPTIMIZERS, "optimizer"),
+    "learning_rate": _positive_float,
+    "loss": _choice(LOSSES, "loss"),
+    "input_size": _int(1, nullable=True),  # null: the backbone's default size
+    "head": _head,
+    "train_size": _int(1, nullable=True),  # null: the whole training split
+    "val_size": _int(1, nullable=True),
+    "seed": _int(0),
+    "repeats": _int(1),
+    "precision": _choice(PRECISIONS, "precision"),
+    "jit_compile": _jit,
+    "steps_per_execution": _int(1),
+    "weights": _weights,
+}
+
+DEFAULTS: dict[str, Any] = {
+    "epochs": 5, "batch_size": 32, "optimizer": "adam", "learning_rate": 1e-3,
+    "loss": "categorical_crossentropy", "input_size": None,
+    # The documents' head: global average pooling -> Dense 512 relu -> Dense n softmax.
+    "head": {"pooling": "avg", "dense": [512], "dropout": 0.0, "activation": "relu"},
+    "train_size": None, "val_size": None, "seed": 0, "repeats": 1, "precision": "float32",
+    "jit_compile": "auto", "steps_per_execution": 1, "weights": "imagenet",
+}
+
+
+# --- YAML with line numbers ----------------------------------------------------------------
+
+def _lines(node: yaml.Node, path: tuple, out: dict, dups: list) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for k, v in node.value:
+            key = k.value
+            if key in seen:
+                dups.append((path + (key,), k.start_mark.line + 1))
+            seen.add(key)
+            out[path + (key,)] = k.start_mark.line + 1
+            _lines(v, path + (key,), out, dups)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _lines(v, path + (i,), out, dups)
+
+
+def _dotted(path: tuple) -> str:
+    s = ""
+    for p in path:
+        s += f"[{p}]" if isinstance(p, int) else (f".{p}" if s else str(p))
+    return s
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    file: str
+    runs: list[RunConfig]
+
+
+class _Checker:
+    """Collects located errors while a suite is read."""
+
+    def __init__(self, file: str, lines: dict):
+        self.file, self.lines, self.errors = file, lines, []
+        self.cli: set[str] = set()  # settings given by --set, which later file overrides must not undo
+
+    def error(self, path: tuple, message: str, file: str | None = None) -> None:
+        line = self.lines.get(path) if file is None else None
+        err = ConfigError(file or self.file, _dotted(path), message, line)
+        if str(err) not in {str(e) for e in self.errors}:
+            self.errors.append(err)
+
+    def mapping(self, value, path: tuple, valid: set | dict | None = None) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(path, f"expected a mapping, got {type(value).__name__} {value!r}")
+            return {}
+        if valid is not None:
+            for k in list(value):
+                if k not in valid:
+                    self.error(path + (k,), unknown("key", k, valid))
+        return value
+
+
+def parse_set(items: list[str]) -> list[tuple[str, Any]]:
+    """--set KEY=VALUE items (VALUE read as YAML) -> [(key, value)]."""
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", item, "expected KEY=VALUE, e.g. --set epochs=2")
+        try:
+            out.append((key.strip(), yaml.safe_load(raw)))
+        except yaml.YAMLError as e:
+            raise ConfigError("--set", key, f"cannot read value {raw!r}: {e}") from None
+    return out
+
+
+def load(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Suite:
+    """Read, validate and expand a suite; raise SuiteErrors listing every problem found."""
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SuiteErrors([ConfigError(file, "", f"cannot read suite file: {e.strerror or e}")]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        raise SuiteErrors([ConfigError(file, "", f"not valid YAML: {problem}",
+                                       mark.line + 1 if mark else None)]) from None
+    lines, dups = {}, []
+    if node is not None:
+        _lines(node, (), lines, dups)
+    c = _Checker(file, lines)
+    for p, line in dups:
+        c.errors.append(ConfigError(file, _dotted(p), "key appears twice (the first would be ignored)", line))
+    if not isinstance(data, dict):
+        c.error((), "a suite file must be a mapping with at least 'name' and 'matrix'")
+        raise SuiteErrors(c.errors)
+
+    c.mapping(data, (), TOP_KEYS)
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        c.error(("name",), f"required: a suite name usable as a folder name, got {name!r}")
+    description = data.get("description") or ""
+
+    settings, origin = _settings(c, data)
+    custom = _datasets(c, data, path.parent)
+    matrix = _matrix(c, data, custom)
+    rules = _overrides(c, data, matrix)
+    _apply_cli(c, overrides, settings, origin, matrix, _valid_names(custom))
+
+    runs = []
+    if not c.errors:
+        runs = _expand(c, name, settings, origin, matrix, rules, custom)
+    if c.errors:
+        raise SuiteErrors(c.errors)
+    return Suite(name, description, file, runs)
+
+
+def _check_settings(c: _Checker, values: dict, path: tuple, base: dict) -> dict:
+    """Validate a settings mapping; returns the normalised valid entries (head merged onto base's)."""
+    out = {}
+    for k, v in c.mapping(values, path, SETTINGS).items():
+        if k not in SETTINGS:
+            continue
+        try:
+            out[k] = _head(v, base.get("head")) if k == "head" else SETTINGS[k](v)
+        except ValueError as e:
+            c.error(path + (k,), str(e))
+    return out
+
+
+def _settings(c, data):
+    settings = copy.deepcopy(DEFAULTS)
+    given = _check_settings(c, data.get("defaults"), ("defaults",), settings)
+    settings.update(given)
+    origin = {k: ("defaults", k) for k in given}
+    return settings, origin
+
+
+def _datasets(c, data, base_dir: Path) -> dict[str, dict]:
+    custom = {}
+    for name, spec in c.mapping(data.get("datasets"), ("datasets",)).items():
+        p = ("datasets", name)
+        spec = c.mapping(spec, p)
+        dtype = spec.get("type", name)
+        if dtype not in DATASETS:
+            c.error(p + ("type",), unknown("dataset type", dtype, DATASETS.names()))
+            continue
+        known = DATASETS.get(dtype).params
+        params = dict(known)
+        for k, v in spec.items():
+            if k == "type":
+                continue
+            if k not in known:
+                c.error(p + (k,), unknown(f"{dtype} parameter", k, known))
+            elif k == "path":
+                params[k] = str((base_dir / str(v)).resolve()) if v is not None else None
+            else:
+                params[k] = v
+        for k, v in params.items():
+            if v is None:
+                c.error(p, f"{dtype} needs '{k}'")
+        custom[name] = {"type": dtype, **params}
+    return custom
+
+
+def _valid_names(custom) -> dict[str, list[str]]:
+    return {"backbone": BACKBONES.names(), "dataset": sorted(set(DATASETS.names()) | set(custom)),
+            "mode": MODES.names()}
+
+
+def _matrix(c, data, custom) -> dict[str, list[str]]:
+    m = data.get("matrix")
+    if m is None:
+        c.error(("matrix",), "required: lists of backbone, dataset and mode")
+        return {a: [] for a in AXES}
+    m = c.mapping(m, ("matrix",), set(AXES))
+    valid = _valid_names(custom)
+    out = {}
+    for axis in AXES:
+        values = m.get(axis)
+        if values is None:
+            c.error(("matrix", axis), f"required: one or more of {', '.join(valid[axis])}")
+            out[axis] = []
+            continue
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            c.error(("matrix", axis), "must not be empty")
+        for i, v in enumerate(values):
+            if v not in valid[axis]:
+                p = ("matrix", axis, i) if isinstance(m.get(axis), list) else ("matrix", axis)
+                c.error(p, unknown(axis, v, valid[axis]))
+        out[axis] = [v for v in values if v in valid[axis]]
+        if len(set(out[axis])) != len(out[axis]):
+            c.error(("matrix", axis), "lists a name twice")
+    return out
+
+
+def _overrides(c, data, matrix):
+    rules = []
+    raw = data.get("overrides")
+    if raw is None:
+        return rules
+    if not isinstance(raw, list):
+        c.error(("overrides",), "expected a list of {match: ..., set: ...}")
+        return rules
+    for i, rule in enumerate(raw):
+        p = ("overrides", i)
+        rule = c.mapping(rule, p, {"match", "set"})
+        match = {}
+        for axis, v in c.mapping(rule.get("match"), p + ("match",), set(AXES)).items():
+            if axis not in AXES:
+                continue
+            names = v if isinstance(v, list) else [v]
+            for n in names:
+                if n not in matrix.get(axis, []):
+                    c.error(p + ("match", axis), f"'{n}' is not in matrix.{axis} "
+                            f"({', '.join(matrix.get(axis, [])) or 'empty'}): this override would never apply")
+            match[axis] = set(names)
+        if "set" not in rule:
+            c.error(p, "needs 'set': the settings to change")
+        values = _check_settings(c, rule.get("set"), p + ("set",), DEFAULTS)
+        rules.append((match, values, {k: p + ("set", k) for k in values}))
+    return rules
+
+
+def _apply_cli(c, items, settings, origin, matrix, valid):
+    """--set wins over the file: a setting for every run, or an axis replaced outright."""
+    for key, value in items:
+        if key in AXES:
+            names = value if isinstance(value, list) else [value]
+            for n in names:
+                if n not in valid[key]:
+                    c.error((key,), unknown(key, n, valid[key]), file="--set")
+            matrix[key] = [n for n in names if n in valid[key]]
+        elif key.startswith("head."):
+            try:
+                settings["head"] = _head({key[5:]: value}, settings["head"])
+                origin["head"] = ("--set", "head")
+            except ValueError as e:
+                c.error((key,), str(e), file="--set")
+        elif key in SETTINGS:
+            try:
+                settings[key] = SETTINGS[key](value) if key != "head" else _head(value, settings["head"])
+                origin[key] = ("--set", key)
+            except ValueError as e:
+                c.error((key,), str(e), file="--set")
+        else:
+            c.error((key,), unknown("key", key, list(SETTINGS) + list(AXES)), file="--set")
+    c.cli = {k.split(".")[0] for k, _ in items}
+
+
+def _expand(c, name, settings, origin, matrix, rules, custom) -> list[RunConfig]:
+    runs = []
+    for backbone, dataset, mode in itertools.product(matrix["backbone"], matrix["dataset"], matrix["mode"]):
+        s, o = copy.deepcopy(settings), dict(origin)
+        for match, values, paths in rules:
+            if all({"backbone": backbone, "dataset": dataset, "mode": mode}[a] in names
+                   for a, names in match.items()):
+                for k, v in values.items():
+                    if k in c.cli:  # --set beats the file's overrides
+                        continue
+                    s[k] = _head(v, s["head"]) if k == "head" else v
+                    o[k] = paths[k]
+        _check_run(c, backbone, dataset, s, o, custom)
+        params = custom[dataset] if dataset in custom else {"type": dataset, **DATASETS.get(dataset).params}
+        input_size = s["input_size"] or BACKBONES.get(backbone).default_size
+        for r in range(s["repeats"]):
+            runs.append(RunConfig(
+                suite=name, backbone=backbone, dataset=dataset, mode=mode, repeat=r,
+                epochs=s["epochs"], batch_size=s["batch_size"], optimizer=s["optimizer"],
+                learning_rate=s["learning_rate"], loss=s["loss"], input_size=input_size, head=s["head"],
+                train_size=s["train_size"], val_size=s["val_size"], seed=s["seed"], precision=s["precision"],
+                jit_compile=s["jit_compile"], steps_per_execution=s["steps_per_execution"],
+                weights=s["weights"], dataset_params=params))
+    return runs
+
+
+def _where(o, key):
+    """Report a cross-checked value where it was set (file and line), or at defaults."""
+    path = o.get(key, ("defaults", key))
+    return (path[1:], "--set") if path[0] == "--set" else (path, None)
+
+
+def _check_run(c, backbone, dataset, s, o, custom):
+    b = BACKBONES.get(backbone)
+    if s["input_size"] is not None and s["input_size"] < b.min_size:
+        p, f = _where(o, "input_size")
+        c.error(p, f"{s['input_size']} is below {backbone}'s minimum input size {b.min_size}", file=f)
+    src = weights_source(s["weights"])
+    if src.backbones is not None and backbone not in src.backbones:
+        p, f = _where(o, "weights")
+        c.error(p, f"weights source '{src.name}' exists for {', '.join(src.backbones)} only, not {backbone}", file=f)
+    if dataset in custom:
+        dtype, params, dpath = custom[dataset]["type"], custom[dataset], ("datasets", dataset)
+    else:
+        dtype, params, dpath = dataset, DATASETS.get(dataset).params, ("matrix", "dataset")
+    try:
+        n_train, n_val = DATASETS.get(dtype).counts(params)
+    except (UserError, UnknownName) as e:
+        c.error(dpath, str(e))
+        return
+    for key, n, split in (("train_size", n_train, "training"), ("val_size", n_val, "validation")):
+        if s[key] is not None and s[key] > n:
+            p, f = _where(o, key)
+            c.error(p, f"{s[key]} is more than the {n} {split} images of dataset '{dataset}'", file=f)

