@@ -12,6 +12,7 @@ from typing import Callable
 from . import datasets, store
 from .config import RunConfig
 from .errors import UserError
+from .modes import MODES
 from .suite import Suite
 
 RECORD_SCHEMA = store.SCHEMA
@@ -78,23 +79,37 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
 
 @dataclass
 class Eta:
-    """Seconds per image-epoch of finished runs, per mode: frozen runs cost a fraction of the others."""
+    """Remaining time from the seconds per image-epoch of finished runs.
 
-    done: dict[str, list[float]] = field(default_factory=dict)
+    Runs that train the backbone cost several times a frozen one, so a run is estimated from
+    finished runs of the same trainability; before there are any, from the others scaled by
+    TRAINABLE_COST (about 4x: reference README §3, 5 vs 21 ms and 1.2 vs 5 ms per image on CPU).
+    """
+
+    TRAINABLE_COST = 4.0
+    done: dict[bool, list[float]] = field(default_factory=dict)
 
     @staticmethod
     def work(c: RunConfig) -> float:
         return c.epochs * ((c.train_size or 50000) + (c.val_size or 10000) / 3)
 
+    @staticmethod
+    def trainable(c: RunConfig) -> bool:
+        return MODES.get(c.mode).trainable if c.mode in MODES else True
+
     def add(self, c: RunConfig, seconds: float) -> None:
-        self.done.setdefault(c.mode, []).append(seconds / self.work(c))
+        self.done.setdefault(self.trainable(c), []).append(seconds / self.work(c))
+
+    def rate(self, trainable: bool) -> float:
+        if trainable in self.done:
+            return sum(self.done[trainable]) / len(self.done[trainable])
+        other = self.done[not trainable]
+        return sum(other) / len(other) * (self.TRAINABLE_COST if trainable else 1 / self.TRAINABLE_COST)
 
     def remaining(self, todo: list[RunConfig]) -> float | None:
         if not self.done:
             return None
-        every = [r for rates in self.done.values() for r in rates]
-        rate = lambda m: sum(self.done.get(m, every)) / len(self.done.get(m, every))  # noqa: E731
-        return sum(rate(c.mode) * self.work(c) for c in todo)
+        return sum(self.rate(self.trainable(c)) * self.work(c) for c in todo)
 
 
 def _fmt_eta(seconds: float | None) -> str:

@@ -144,7 +144,7 @@ DEFAULTS: dict[str, Any] = {
 # --- YAML with line numbers ----------------------------------------------------------------
 
 def _lines(node: yaml.Node, path: tuple, out: dict, dups: list) -> None:
-    out[path] = node.start_mark.line + 1
+    out.setdefault(path, node.start_mark.line + 1)  # a mapping key's own line beats its value's
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for k, v in node.value:
@@ -182,7 +182,11 @@ class _Checker:
         self.cli: set[str] = set()  # settings given by --set, which later file overrides must not undo
 
     def error(self, path: tuple, message: str, file: str | None = None) -> None:
-        line = self.lines.get(path) if file is None else None
+        line = None
+        if file is None:  # a missing key has no line: point at the nearest enclosing one
+            p = path
+            while line is None and p:
+                line, p = self.lines.get(p), p[:-1]
         err = ConfigError(file or self.file, _dotted(path), message, line)
         if str(err) not in {str(e) for e in self.errors}:
             self.errors.append(err)

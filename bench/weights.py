@@ -28,6 +28,7 @@ class WeightsSource:
     backbones: tuple[str, ...] | None  # None: any backbone
     preprocessing: str | None = None  # replaces the backbone's own
     batchnorm_epsilon: float | None = None
+    batchnorm_momentum: float | None = None  # Keras's convention: the weight kept by the moving average
     # (backbone, input_size) -> keras.Model with these weights; None for keras's built-in download.
     build_pretrained: Callable | None = None
     describe: str = ""
@@ -49,8 +50,11 @@ def _torchvision_mobilenet_v2(backbone: Backbone, input_size: int):
 WEIGHTS: Registry[WeightsSource] = Registry("weights source")
 WEIGHTS.register("imagenet", WeightsSource("imagenet", None, describe="Keras ImageNet weights (download)"))
 WEIGHTS.register("none", WeightsSource("none", None, describe="random initialisation"))
+# torch.nn.BatchNorm2d's defaults (eps 1e-5, momentum 0.1 = Keras momentum 0.9): the network these
+# weights were trained as. Keras's MobileNetV2 uses 1e-3 and 0.999; with 0.999 the moving statistics
+# of a short from-scratch run barely leave their initial values and validation sits at chance.
 WEIGHTS.register("torchvision", WeightsSource(
-    "torchvision", ("mobilenet_v2",), preprocessing="torch", batchnorm_epsilon=1e-5,
+    "torchvision", ("mobilenet_v2",), preprocessing="torch", batchnorm_epsilon=1e-5, batchnorm_momentum=0.9,
     build_pretrained=_torchvision_mobilenet_v2,
     describe="torchvision's ImageNet MobileNetV2 (mobilenet_v2-b0353104.pth), imported"))
 
@@ -90,10 +94,10 @@ def build_backbone(backbone: Backbone, weights: str, input_size: int, pretrained
         model = backbone.build(input_size, weights=src.name)
     else:
         model = src.build_pretrained(backbone, input_size)
-    if src.batchnorm_epsilon is not None:
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.epsilon = src.batchnorm_epsilon
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.epsilon = src.batchnorm_epsilon or layer.epsilon
+            layer.momentum = src.batchnorm_momentum or layer.momentum
     return model
 
 

@@ -1,0 +1,173 @@
+"""Suite files: expansion into resolved runs, stable ids, and located errors for bad input."""
+import pytest
+
+from bench import suite
+from bench.errors import SuiteErrors
+from conftest import ROOT, tlbench
+
+BASE = """\
+name: t
+defaults:
+  epochs: 2
+  train_size: 100
+  val_size: 50
+  input_size: 32
+  weights: none
+matrix:
+  backbone: [mobilenet_v2, resnet50]
+  dataset: fashion_mnist
+  mode: [frozen, scratch]
+"""
+
+
+def errors_of(path, sets=()):
+    with pytest.raises(SuiteErrors) as e:
+        suite.load(path, suite.parse_set(list(sets)))
+    return [str(x) for x in e.value.errors]
+
+
+def test_expands_matrix_in_order_with_resolved_settings(write_suite):
+    s = suite.load(write_suite(BASE))
+    assert [(r.backbone, r.mode) for r in s.runs] == [
+        ("mobilenet_v2", "frozen"), ("mobilenet_v2", "scratch"), ("resnet50", "frozen"), ("resnet50", "scratch")]
+    r = s.runs[0]
+    assert (r.epochs, r.batch_size, r.optimizer, r.learning_rate, r.train_size, r.input_size) == (
+        2, 32, "adam", 0.001, 100, 32)
+    assert r.head == {"pooling": "avg", "dense": [512], "dropout": 0.0, "activation": "relu"}
+    assert r.dataset_params == {"type": "fashion_mnist"}
+
+
+def test_input_size_defaults_to_the_backbone_default(write_suite):
+    s = suite.load(write_suite(BASE.replace("  input_size: 32\n", "")))
+    assert {r.backbone: r.input_size for r in s.runs} == {"mobilenet_v2": 224, "resnet50": 224}
+
+
+def test_run_ids_are_stable_distinct_and_ignore_the_suite_name(write_suite):
+    a = suite.load(write_suite(BASE)).runs
+    b = suite.load(write_suite(BASE.replace("name: t", "name: other"), "b.yaml")).runs
+    c = suite.load(write_suite(BASE.replace("epochs: 2", "epochs: 3"), "c.yaml")).runs
+    assert [r.run_id for r in a] == [r.run_id for r in b]
+    assert len({r.run_id for r in a}) == 4
+    assert not {r.run_id for r in a} & {r.run_id for r in c}
+    assert a[0].run_id.startswith("mobilenet_v2-fashion_mnist-frozen-r0-")
+
+
+def test_repeats_expand_and_overrides_apply_where_they_match(write_suite):
+    s = suite.load(write_suite(BASE + """\
+overrides:
+  - match: {backbone: resnet50}
+    set: {input_size: 64, head: {dense: [128]}}
+  - match: {backbone: resnet50, mode: scratch}
+    set: {learning_rate: 1e-4, repeats: 2}
+"""))
+    got = [(r.backbone, r.mode, r.repeat, r.input_size, r.learning_rate, r.head["dense"]) for r in s.runs]
+    assert got == [("mobilenet_v2", "frozen", 0, 32, 0.001, [512]), ("mobilenet_v2", "scratch", 0, 32, 0.001, [512]),
+                   ("resnet50", "frozen", 0, 64, 0.001, [128]), ("resnet50", "scratch", 0, 64, 0.0001, [128]),
+                   ("resnet50", "scratch", 1, 64, 0.0001, [128])]
+
+
+def test_set_replaces_axes_and_beats_file_overrides(write_suite):
+    path = write_suite(BASE + "overrides:\n  - match: {mode: frozen}\n    set: {epochs: 9}\n")
+    s = suite.load(path, suite.parse_set(["epochs=1", "dataset=synthetic", "mode=[frozen]", "head.dense=[64]"]))
+    assert [(r.dataset, r.mode, r.epochs, r.head["dense"]) for r in s.runs] == [
+        ("synthetic", "frozen", 1, [64]), ("synthetic", "frozen", 1, [64])]
+
+
+def test_suite_defined_dataset_with_relative_image_folder(write_suite, tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(5):
+            (tmp_path / "imgs" / cls / f"{i}.png").write_bytes(b"")
+    s = suite.load(write_suite(BASE.replace("dataset: fashion_mnist", "dataset: mine").replace(
+        "train_size: 100", "train_size: 8").replace("val_size: 50", "val_size: 2") + """\
+datasets:
+  mine: {type: image_folder, path: imgs, image_size: 16}
+"""))
+    assert s.runs[0].dataset_params == {"type": "image_folder", "path": str(tmp_path / "imgs"), "image_size": 16,
+                                        "val_fraction": 0.2}
+
+
+@pytest.mark.parametrize("text, expected", [
+    (BASE.replace("defaults:", "defualts:"), "suite.yaml:2: defualts: unknown key 'defualts' (did you mean 'defaults'?)"),
+    (BASE.replace("epochs: 2", "epochs: two"), "suite.yaml:3: defaults.epochs: expected an integer, got 'two'"),
+    (BASE.replace("epochs: 2", "epohcs: 2"), "suite.yaml:3: defaults.epohcs: unknown key 'epohcs' (did you mean 'epochs'?)"),
+    (BASE.replace("[mobilenet_v2, resnet50]", "[mobilenetv2, resnet50]"),
+     "suite.yaml:9: matrix.backbone[0]: unknown backbone 'mobilenetv2' (did you mean 'mobilenet_v2'?); valid: "
+     "efficientnet_b0, inception_v3, mobilenet_v2, mobilenet_v2_035, resnet50, vgg16, vgg19"),
+    (BASE.replace("[frozen, scratch]", "[frozen, finetune]"),
+     "suite.yaml:11: matrix.mode[1]: unknown mode 'finetune'; valid: frozen, scratch, unfrozen"),
+    (BASE.replace("dataset: fashion_mnist", "dataset: cifar"),
+     "suite.yaml:10: matrix.dataset: unknown dataset 'cifar' (did you mean 'cifar10'?)"),
+    (BASE.replace("input_size: 32", "input_size: 16"),
+     "suite.yaml:6: defaults.input_size: 16 is below mobilenet_v2's minimum input size 32"),
+    (BASE.replace("train_size: 100", "train_size: 70000"),
+     "suite.yaml:4: defaults.train_size: 70000 is more than the 60000 training images of dataset 'fashion_mnist'"),
+    (BASE.replace("weights: none", "weights: torchvision"),
+     "suite.yaml:7: defaults.weights: weights source 'torchvision' exists for mobilenet_v2 only, not resnet50"),
+    (BASE.replace("weights: none", "weights: imagenett"),
+     "suite.yaml:7: defaults.weights: unknown weights source 'imagenett' (did you mean 'imagenet'?)"),
+    (BASE.replace("  epochs: 2\n", "  epochs: 2\n  epochs: 3\n"), "suite.yaml:4: defaults.epochs: key appears twice"),
+    (BASE + "overrides:\n  - match: {backbone: vgg16}\n    set: {epochs: 1}\n",
+     "suite.yaml:13: overrides[0].match.backbone: 'vgg16' is not in matrix.backbone"),
+    (BASE.replace("name: t", "name: [t]"), "suite.yaml:1: name: required"),
+    (BASE.replace("  mode: [frozen, scratch]\n", ""), "suite.yaml:8: matrix.mode: required"),
+    (BASE.replace("weights: none", "head: {dense: 512}"), "suite.yaml:7: defaults.head: head.dense must be a list"),
+    (BASE + "  - oops\n", "suite.yaml:12: not valid YAML"),
+])
+def test_bad_suites_name_file_line_key_and_valid_choices(write_suite, text, expected):
+    errs = errors_of(write_suite(text))
+    assert any(e.endswith(expected) or expected in e for e in errs), errs
+
+
+def test_all_errors_are_reported_in_one_pass(write_suite):
+    errs = errors_of(write_suite(BASE.replace("epochs: 2", "epochs: 0").replace("[frozen, scratch]", "[frozn]")))
+    assert len(errs) == 2 and "must be at least 1" in errs[0] and "unknown mode 'frozn'" in errs[1]
+
+
+def test_learning_rate_in_exponent_notation_is_a_number(write_suite):
+    s = suite.load(write_suite(BASE.replace("  epochs: 2\n", "  epochs: 2\n  learning_rate: 1e-4\n")))
+    assert s.runs[0].learning_rate == 0.0001
+
+
+def test_bad_set_items_are_located_at_set(write_suite):
+    errs = errors_of(write_suite(BASE), ["epoch=3", "mode=frozn"])
+    assert "--set: epoch: unknown key 'epoch' (did you mean 'epochs'?)" in errs[0]
+    assert errs[1].startswith("--set: mode: unknown mode 'frozn'")
+
+
+def test_cli_validate_reports_errors_with_exit_2_and_no_traceback(write_suite):
+    path = write_suite(BASE.replace("epochs: 2", "epochs: -1"))
+    p = tlbench("validate", path)
+    assert p.returncode == 2
+    assert f"error: {path}:3: defaults.epochs: must be at least 1, got -1" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_cli_validate_and_list_on_a_good_suite(write_suite):
+    path = write_suite(BASE)
+    p = tlbench("validate", path)
+    assert p.returncode == 0 and p.stdout.strip() == f"{path}: OK, suite 't', 4 runs"
+    p = tlbench("list", path)
+    lines = p.stdout.splitlines()
+    assert len(lines) == 4 and "resnet50-fashion_mnist-scratch-r0-" in lines[3] and "100/50 img" in lines[3]
+
+
+def test_missing_suite_file_is_exit_2(tmp_path):
+    p = tlbench("validate", tmp_path / "nope.yaml")
+    assert p.returncode == 2 and "nope.yaml: cannot read suite file" in p.stderr
+
+
+@pytest.mark.parametrize("name", ["offline-default", "udacity-inception-cifar10", "smoke"])
+def test_shipped_suites_validate(name):
+    s = suite.load(ROOT / "suites" / f"{name}.yaml")
+    assert s.name == name and len(s.runs) == 3
+
+
+def test_documents_suite_is_the_documents_protocol():
+    s = suite.load(ROOT / "suites" / "udacity-inception-cifar10.yaml")
+    for r in s.runs:
+        assert (r.backbone, r.dataset, r.input_size, r.train_size, r.val_size, r.batch_size, r.epochs) == (
+            "inception_v3", "cifar10", 139, 10000, 2000, 32, 5)
+        assert (r.optimizer, r.learning_rate, r.loss, r.weights) == ("adam", 0.001, "categorical_crossentropy", "imagenet")
+        assert r.head == {"pooling": "avg", "dense": [512], "dropout": 0.0, "activation": "relu"}
+    assert [r.mode for r in s.runs] == ["frozen", "unfrozen", "scratch"]
