@@ -1,10 +1,12 @@
 """tlbench's subcommands. Each parses its arguments and calls one function; errors become exit codes.
 
-Exit codes: 0 success, 1 some runs failed, 2 bad input (suite, results, data, weights), 130 interrupted.
+Exit codes: 0 success, 1 some runs failed, 2 bad input (suite, results, data, weights),
+130 interrupted by Ctrl-C, 143 by SIGTERM.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -44,26 +46,39 @@ def _epochs(text: str | None) -> list[int] | None:
         raise UserError(f"--epochs: expected a comma-separated list of epoch numbers, got '{text}'") from None
 
 
-def _finish(folder: Path, epochs=None) -> list[dict]:
-    """Rebuild the CSVs, the comparison table and the figures from the records; print the table."""
-    from . import plots, store, tables
+def _finish(folder: Path) -> list[dict]:
+    """Rebuild the CSVs, the table, the figures and the report from the records; print the table."""
+    from . import report, store, tables
 
     records = store.rebuild(folder)
-    print(tables.write(folder, records, epochs))
-    for path in plots.write(folder, records):
-        print(f"wrote {path}")
+    print(tables.write(folder, records))
     print(f"wrote {folder / 'table.md'}, {folder / 'table.csv'}, {folder / 'epochs.csv'}, {folder / 'runs.csv'}")
+    for path in report.write(folder):
+        print(f"wrote {path}")
     return records
 
 
+def _stop_on_signal(signum, frame):
+    from .runner import request_stop
+
+    request_stop(128 + signum)
+
+
 def cmd_run(args) -> int:
-    from .runner import run_suite
-    from .store import atomic_write
+    from .runner import Interrupted, run_suite
+    from .store import atomic_write, rebuild
 
     s = _load_suite(args)
     folder = Path(args.results) / s.name
     atomic_write(folder / "suite.yaml", Path(args.suite).read_text())
-    run_suite(s, folder, force=args.force, verbose=0 if args.quiet else None)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    try:
+        run_suite(s, folder, force=args.force, rerun_failed=args.rerun_failed, verbose=0 if args.quiet else None)
+    except Interrupted as e:
+        rebuild(folder)  # the CSVs then agree with the records that did finish
+        print(f"resume with: tlbench run {args.suite} --results {args.results}  (recorded runs are skipped)")
+        return e.code
     records = _finish(folder)
     ids = {r.run_id for r in s.runs}
     bad = [r for r in records if r["run_id"] in ids and r["status"] != "ok"]
@@ -82,7 +97,27 @@ def cmd_table(args) -> int:
 def cmd_plot(args) -> int:
     from . import plots, store
 
-    for path in plots.write(Path(args.results), store.read_runs(Path(args.results))):
+    folders = [Path(f) for f in args.results]
+    labels = args.label or ([None] if len(folders) == 1 else [f.name for f in folders])
+    if len(labels) != len(folders):
+        raise UserError(f"--label: give one per results folder ({len(folders)}), got {len(labels)}")
+    if len(set(labels)) != len(labels):
+        raise UserError(f"result sets need distinct labels, got {', '.join(map(str, labels))}: use --label")
+    if args.out:
+        out = Path(args.out)
+    elif len(folders) == 1:
+        out = folders[0] / "figures"
+    else:
+        raise UserError("several results folders: say where the comparison figures go with --out DIR")
+    for path in plots.write_sets(out, [(label, store.read_runs(f)) for label, f in zip(labels, folders)]):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from . import report
+
+    for path in report.write(Path(args.results), Path(args.out) if args.out else None):
         print(f"wrote {path}")
     return EXIT_OK
 
@@ -97,6 +132,37 @@ def cmd_weights_verify(args) -> int:
     print(f"torchvision MobileNetV2 imported into Keras: top-1 {result['top1']}/{result['n']}, "
           f"top-5 {result['top5']}/{result['n']} on foolbox's ImageNet photos")
     return EXIT_OK if result["top1"] >= args.min_top1 else EXIT_FAILED_RUNS
+
+
+def cmd_compare(args) -> int:
+    from . import baseline, compare
+
+    if args.against_baseline and (args.baseline or args.current):
+        raise UserError("give either BASELINE CURRENT or --against-baseline RESULTS, not both")
+    if args.against_baseline:
+        current = Path(args.against_baseline)
+        base = baseline.find(current, Path(args.root), args.name)
+        print(f"baseline: {base}")
+    elif args.baseline and args.current:
+        base, current = Path(args.baseline), Path(args.current)
+    else:
+        raise UserError("expected BASELINE CURRENT (two results folders), or --against-baseline RESULTS")
+    flags = compare.parse_flags(time=args.time_threshold, throughput=args.throughput_threshold,
+                                accuracy=args.accuracy_threshold)
+    report = compare.compare(base, current, flags, _epochs(args.epochs), args.force_different_hardware)
+    print(report.text, end="")
+    for path in compare.write(report, Path(args.out) if args.out else current):
+        print(f"wrote {path}")
+    for line in report.warnings + [f"regressed: {r}" for r in report.regressions]:
+        print(line, file=sys.stderr)
+    return EXIT_FAILED_RUNS if report.regressions else EXIT_OK
+
+
+def cmd_baseline_save(args) -> int:
+    from .baseline import save
+
+    print(f"saved baseline {save(Path(args.results), Path(args.root), args.name)}")
+    return EXIT_OK
 
 
 def parser() -> argparse.ArgumentParser:
@@ -118,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     run = with_suite("run", "run a suite, then write the table and figures", cmd_run)
     run.add_argument("--results", default="results", help="results root; records go to RESULTS/<suite name>/")
     run.add_argument("--force", action="store_true", help="re-run runs already recorded")
+    run.add_argument("--rerun-failed", action="store_true", help="re-run recorded runs that failed or diverged")
     run.add_argument("--quiet", action="store_true", help="no Keras progress bars")
 
     t = sub.add_parser("table", help="print and write the comparison table of a results folder")
@@ -125,15 +192,49 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", help="epochs to show, e.g. 1,5 (default: 1 and the last)")
     t.set_defaults(fn=cmd_table)
 
-    pl = sub.add_parser("plot", help="draw the figures of a results folder")
-    pl.add_argument("results")
+    pl = sub.add_parser("plot", help="draw the figures of one results folder, or of several in the same figures")
+    pl.add_argument("results", nargs="+", help="results folder(s); runs are matched across them by configuration")
+    pl.add_argument("--label", action="append", help="legend name of each results folder, in order "
+                    "(default: the folder names); repeatable")
+    pl.add_argument("--out", help="folder for the figures (default: RESULTS/figures with one folder)")
     pl.set_defaults(fn=cmd_plot)
+
+    r = sub.add_parser("report", help="write RESULTS/report.md and report.html: table, figures, environment, "
+                       "and the documents' numbers beside ours where the suite names a reference")
+    r.add_argument("results", help="results folder of one suite, e.g. results/offline-default")
+    r.add_argument("--out", help="folder for the report and its figures (default: RESULTS)")
+    r.set_defaults(fn=cmd_report)
 
     w = sub.add_parser("weights", help="weights utilities")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     v = wsub.add_parser("verify", help="check the imported torchvision MobileNetV2 on 20 real ImageNet photos")
     v.add_argument("--min-top1", type=int, default=17)
     v.set_defaults(fn=cmd_weights_verify)
+
+    c = sub.add_parser("compare", help="regression check of a results folder against a baseline "
+                       "(exit 0 none, 1 regressed, 2 bad input or different hardware)")
+    c.add_argument("baseline", nargs="?", help="baseline results folder")
+    c.add_argument("current", nargs="?", help="results folder to check; compare.md/.csv are written here")
+    c.add_argument("--against-baseline", metavar="RESULTS",
+                   help="check RESULTS against the baseline saved for its machine and suite (see baseline save)")
+    c.add_argument("--root", default="baselines", help="baselines root for --against-baseline")
+    c.add_argument("--name", help="baseline name for --against-baseline (default: the suite name)")
+    c.add_argument("--time-threshold", help="steady s/epoch slower than this regresses (default 10%%)")
+    c.add_argument("--throughput-threshold", help="steady images/s lower than this regresses (default 10%%)")
+    c.add_argument("--accuracy-threshold", help="val accuracy lower by more points regresses (default 2)")
+    c.add_argument("--epochs", help="epochs whose val accuracy to compare, e.g. 1,5 (default: 1 and the last)")
+    c.add_argument("--force-different-hardware", action="store_true",
+                   help="compare even if the accelerator models differ (timings then measure the hardware)")
+    c.add_argument("--out", help="folder for compare.md and compare.csv (default: CURRENT)")
+    c.set_defaults(fn=cmd_compare)
+
+    b = sub.add_parser("baseline", help="per-machine baselines for tlbench compare --against-baseline")
+    bsub = b.add_subparsers(dest="baseline_command", required=True)
+    bs = bsub.add_parser("save", help="copy a results folder's records to ROOT/<machine-id>/<suite>/")
+    bs.add_argument("results", help="results folder of one suite, e.g. results/offline-default")
+    bs.add_argument("--root", default="baselines", help="baselines root (default: baselines)")
+    bs.add_argument("--name", help="baseline name (default: the suite name)")
+    bs.set_defaults(fn=cmd_baseline_save)
     return p
 
 
@@ -148,6 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UserError, UnknownName) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a run (e.g. while importing TensorFlow)
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

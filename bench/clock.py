@@ -14,9 +14,10 @@ import keras
 
 
 class EpochClock(keras.callbacks.Callback):
-    def __init__(self, train_images: int):
+    def __init__(self, train_images: int, stop_requested=lambda: False):
         super().__init__()
         self.train_images = train_images
+        self.stop_requested = stop_requested
         self.rows: list[dict] = []
         self.diverged = False
 
@@ -50,4 +51,5 @@ class EpochClock(keras.callbacks.Callback):
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.diverged = True
+        if self.diverged or self.stop_requested():
             self.model.stop_training = True

@@ -13,6 +13,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from .identity import code_version
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "torch", "numpy", "pandas", "tlbench")
 
@@ -104,4 +106,5 @@ def capture() -> dict:
         "platform": platform.platform(),
         "hostname": platform.node(),
         "git": git_state(),
+        "code_version": code_version(),
     }

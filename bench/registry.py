@@ -30,7 +30,10 @@ class Registry(Generic[T]):
             raise UnknownName(unknown(self.kind, name, self._items)) from None
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        try:
+            return name in self._items
+        except TypeError:  # an unhashable value from YAML (a list, a mapping) is no name
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))

@@ -56,14 +56,13 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
         if config.loss == "categorical_crossentropy":
             y_train = keras.utils.to_categorical(y_train, data.classes)
             y_val = keras.utils.to_categorical(y_val, data.classes)
-        clock = EpochClock(len(data.x_train))
+        clock = EpochClock(len(data.x_train), stop_requested=lambda: bool(_stop_code))
         model.fit(data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
                   validation_data=(data.x_val, y_val), callbacks=[clock], verbose=verbose, shuffle=True)
+        _check_stop()
         record["status"] = "diverged" if clock.diverged else "ok"
         if clock.diverged:
             record["error"] = "training loss became NaN or infinite"
-    except KeyboardInterrupt:
-        raise
     except Exception as e:  # noqa: BLE001 -- one broken run must not cost the rest of the suite
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}"
@@ -118,9 +117,50 @@ def _fmt_eta(seconds: float | None) -> str:
     return f"ETA {seconds / 60:.0f} min" if seconds >= 90 else f"ETA {seconds:.0f} s"
 
 
-def run_suite(suite: Suite, folder: Path, force: bool = False, out: Callable[[str], None] = print,
-              verbose: int | None = None) -> list[dict]:
+class Interrupted(BaseException):
+    """SIGTERM (or Ctrl-C) between or during runs; `code` is the shell's 128 + signal number.
+
+    A BaseException, like KeyboardInterrupt, so that the per-run `except Exception` does not
+    record an interrupted run as a failed one.
+    """
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+# Set by request_stop(). The exception a signal handler raises can land where Python swallows
+# it (a weakref callback inside Keras), so the flag is checked again at each epoch end and run end.
+_stop_code: list[int] = []
+
+
+def request_stop(code: int) -> None:
+    _stop_code.append(code)
+    raise Interrupted(code)
+
+
+def _check_stop() -> None:
+    if _stop_code:
+        raise Interrupted(_stop_code[0])
+
+
+def _decide(existing: dict | None, key: str, force: bool, rerun_failed: bool) -> str | None:
+    """Why a recorded run is skipped, or None to run it."""
+    if existing is None or force:
+        return None
+    if existing.get("key") != key:
+        return None  # another machine, version or code: a different measurement
+    if existing["status"] != "ok" and rerun_failed:
+        return None
+    return f"already recorded ({existing['status']})"
+
+
+def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: bool = False,
+              out: Callable[[str], None] = print, verbose: int | None = None) -> list[dict]:
+    """Run every run not already recorded; each record is written the moment its run ends."""
     from .environment import capture
+    from .identity import run_key
+    from .weights import identity
 
     folder = Path(folder)
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
@@ -128,18 +168,36 @@ def run_suite(suite: Suite, folder: Path, force: bool = False, out: Callable[[st
     out(f"tlbench: suite '{suite.name}', {len(suite.runs)} runs on {environment['device']} "
         f"(Keras {environment['versions'].get('keras')}, backend {environment['keras_backend']}) -> {folder}")
     eta, finished = Eta(), []
-    for i, config in enumerate(suite.runs, 1):
-        prefix = f"run {i}/{len(suite.runs)} {config.label}"
-        existing = store.run_path(folder, config.run_id)
-        if existing.is_file() and not force:
-            out(f"{prefix}: already recorded in {existing}, skipped (--force to re-run)")
-            continue
-        out(f"{prefix} ({_fmt_eta(eta.remaining(suite.runs[i - 1:]))})")
-        t = time.perf_counter()
-        record = run_one(config, environment, verbose)
-        eta.add(config, time.perf_counter() - t)
-        store.write_run(folder, record)
-        finished.append(record)
-        if record["status"] != "ok":
-            out(f"{prefix}: {record['status'].upper()}: {record['error']}")
+    try:
+        for i, config in enumerate(suite.runs, 1):
+            _check_stop()
+            prefix = f"run {i}/{len(suite.runs)} {config.label}"
+            key = run_key(config, environment, identity(config.weights))
+            with store.run_lock(folder, config.run_id) as holder:
+                if holder is not None:
+                    out(f"{prefix}: another runner (pid {holder}) is running it, skipped")
+                    continue
+                # read under the lock: a concurrent runner may have just finished this run
+                existing = store.read_record(store.run_path(folder, config.run_id))
+                reason = _decide(existing, key, force, rerun_failed)
+                if reason:
+                    out(f"{prefix}: {reason} in {store.run_path(folder, config.run_id)}, skipped"
+                        + (" (--rerun-failed to retry)" if existing["status"] != "ok" else " (--force to re-run)"))
+                    continue
+                out(f"{prefix} ({_fmt_eta(eta.remaining(suite.runs[i - 1:]))})")
+                t = time.perf_counter()
+                record = run_one(config, environment, verbose)
+                record["key"] = key
+                eta.add(config, time.perf_counter() - t)
+                if existing is not None:
+                    out(f"{prefix}: previous record moved to {store.supersede(folder, existing)}")
+                store.write_run(folder, record)
+                finished.append(record)
+                if record["status"] != "ok":
+                    out(f"{prefix}: {record['status'].upper()}: {record['error']}")
+    except (KeyboardInterrupt, Interrupted) as e:
+        code = e.code if isinstance(e, Interrupted) else 130
+        out(f"interrupted: {len(finished)} run(s) recorded this time in {folder}; the run in progress was "
+            f"not recorded.")
+        raise Interrupted(code) from None
     return finished

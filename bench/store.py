@@ -3,12 +3,15 @@
   RESULTS/runs/<run_id>.json   everything about one run (config, environment, per-epoch rows)
   RESULTS/epochs.csv           one row per (run, epoch)       -- rebuilt, never appended
   RESULTS/runs.csv             one row per run
+  RESULTS/superseded/          records replaced by a newer measurement of the same run, kept
 
 Each file is written to a temporary name and renamed into place, so a crash leaves either
 the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -51,20 +54,59 @@ def write_run(folder: Path, record: dict) -> Path:
     return path
 
 
+def read_record(path: Path) -> dict | None:
+    """One record, or None when there is none; a damaged file is an error, never silently replaced."""
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        if not isinstance(rec, dict) or "run_id" not in rec or "config" not in rec:
+            raise ValueError("not a tlbench run record (no run_id/config)")
+    except (OSError, ValueError) as e:
+        raise UserError(f"corrupt record '{path}': {e}; move it away to re-run that run") from None
+    return rec
+
+
+def supersede(folder: Path, record: dict) -> Path:
+    """Move an older record of a run aside before its new measurement takes its place."""
+    stamp = (record.get("finished") or record.get("started") or "unknown").replace(":", "")
+    dest = Path(folder) / "superseded" / f"{record['run_id']}.{stamp}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(run_path(folder, record["run_id"]), dest)
+    return dest
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, run_id: str):
+    """Yield None if this process holds the run's lock, else the pid of the runner that does.
+
+    flock is released by the kernel when its holder dies, even by SIGKILL: no stale locks.
+    """
+    path = Path(folder) / "runs" / f".{run_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            yield f.read().strip() or "unknown"
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield None
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def read_runs(folder: Path) -> list[dict]:
     folder = Path(folder)
     runs_dir = folder / "runs"
     if not runs_dir.is_dir():
         raise UserError(f"'{folder}' holds no results (no runs/ folder); run a suite first: tlbench run SUITE")
-    records = []
-    for path in sorted(runs_dir.glob("*.json")):
-        try:
-            rec = json.loads(path.read_text())
-            if not isinstance(rec, dict) or "run_id" not in rec or "config" not in rec:
-                raise ValueError("not a tlbench run record (no run_id/config)")
-        except (OSError, ValueError) as e:
-            raise UserError(f"corrupt record '{path}': {e}") from None
-        records.append(rec)
+    records = [read_record(path) for path in sorted(runs_dir.glob("*.json"))]
     return sorted(records, key=lambda r: (r.get("started") or "", r["run_id"]))
 
 

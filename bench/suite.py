@@ -8,12 +8,16 @@ Schema (README "Suite files" documents it for users):
   matrix: {backbone: [...], dataset: [...], mode: [...]}   each a name or a list of names
   overrides: [{match: {AXIS: name or [names]}, set: {SETTING: value}}]   later entries win
   datasets: {NAME: {type: DATASET_TYPE, PARAM: value}}     named variants (image folders, synthetic sizes)
+  regression: {time: 0.10, throughput: 0.10, accuracy: 2.0,
+               overrides: [{match: {AXIS: name or [names]}, METRIC: value}]}   thresholds for `tlbench compare`
+  reference: NAME                a documents' table to set beside the results in `tlbench report`
+                                 (bench/references/NAME.yaml)
 """
 from __future__ import annotations
 
 import copy
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,7 +32,9 @@ from .registry import UnknownName
 from .weights import WEIGHTS, is_file_source, source as weights_source
 
 AXES = ("backbone", "dataset", "mode")
-TOP_KEYS = {"name", "description", "defaults", "matrix", "overrides", "datasets"}
+TOP_KEYS = {"name", "description", "defaults", "matrix", "overrides", "datasets", "regression", "reference"}
+# The documents' tables, kept as data; a suite names one with `reference:`.
+REFERENCES = Path(__file__).resolve().parent / "references"
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -172,6 +178,9 @@ class Suite:
     description: str
     file: str
     runs: list[RunConfig]
+    # Thresholds `tlbench compare` applies to this suite's results (see _regression); only what was given.
+    regression: dict = field(default_factory=dict)
+    reference: str | None = None  # name of a table in REFERENCES
 
 
 class _Checker:
@@ -218,9 +227,8 @@ def parse_set(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Suite:
-    """Read, validate and expand a suite; raise SuiteErrors listing every problem found."""
-    path = Path(path)
+def _read(path: Path) -> tuple[dict, _Checker]:
+    """The YAML as data plus a checker that knows every key's line; raises SuiteErrors if unreadable."""
     file = str(path)
     try:
         text = path.read_text()
@@ -243,7 +251,13 @@ def load(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Suite:
     if not isinstance(data, dict):
         c.error((), "a suite file must be a mapping with at least 'name' and 'matrix'")
         raise SuiteErrors(c.errors)
+    return data, c
 
+
+def load(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Suite:
+    """Read, validate and expand a suite; raise SuiteErrors listing every problem found."""
+    path = Path(path)
+    data, c = _read(path)
     c.mapping(data, (), TOP_KEYS)
     name = data.get("name")
     if not isinstance(name, str) or not name.strip() or "/" in name:
@@ -254,6 +268,10 @@ def load(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Suite:
     custom = _datasets(c, data, path.parent)
     matrix = _matrix(c, data, custom)
     rules = _overrides(c, data, matrix)
+    regression = _regression(c, data, matrix)
+    reference = data.get("reference")
+    if reference is not None and reference not in reference_names():
+        c.error(("reference",), unknown("reference", reference, reference_names()))
     _apply_cli(c, overrides, settings, origin, matrix, _valid_names(custom))
 
     runs = []
@@ -261,7 +279,11 @@ def load(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Suite:
         runs = _expand(c, name, settings, origin, matrix, rules, custom)
     if c.errors:
         raise SuiteErrors(c.errors)
-    return Suite(name, description, file, runs)
+    return Suite(name, description, str(path), runs, regression, reference)
+
+
+def reference_names() -> list[str]:
+    return sorted(p.stem for p in REFERENCES.glob("*.yaml"))
 
 
 def _check_settings(c: _Checker, values: dict, path: tuple, base: dict) -> dict:
@@ -301,15 +323,33 @@ def _datasets(c, data, base_dir: Path) -> dict[str, dict]:
                 continue
             if k not in known:
                 c.error(p + (k,), unknown(f"{dtype} parameter", k, known))
-            elif k == "path":
-                params[k] = str((base_dir / str(v)).resolve()) if v is not None else None
-            else:
-                params[k] = v
+                continue
+            try:
+                params[k] = _dataset_param(k, v, known[k], base_dir)
+            except ValueError as e:
+                c.error(p + (k,), str(e))
         for k, v in params.items():
             if v is None:
                 c.error(p, f"{dtype} needs '{k}'")
         custom[name] = {"type": dtype, **params}
     return custom
+
+
+def _dataset_param(key: str, value, default, base_dir: Path):
+    """A dataset parameter, checked against the type of its default (paths: relative to the suite)."""
+    if key == "path":
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected a folder path, got {value!r}")
+        return str((base_dir / value).resolve())
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return value
+    if isinstance(default, int):
+        return _int(1 if key != "seed" else 0)(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"expected a non-negative number, got {value!r}")
+    if key.endswith("fraction") and not 0 < value < 1:
+        raise ValueError(f"expected a fraction between 0 and 1, got {value!r}")
+    return float(value)
 
 
 def _valid_names(custom) -> dict[str, list[str]]:
@@ -364,7 +404,7 @@ def _overrides(c, data, matrix):
                 if n not in matrix.get(axis, []):
                     c.error(p + ("match", axis), f"'{n}' is not in matrix.{axis} "
                             f"({', '.join(matrix.get(axis, [])) or 'empty'}): this override would never apply")
-            match[axis] = set(names)
+            match[axis] = [n for n in names if n in matrix.get(axis, [])]
         if "set" not in rule:
             c.error(p, "needs 'set': the settings to change")
         values = _check_settings(c, rule.get("set"), p + ("set",), DEFAULTS)
@@ -435,6 +475,9 @@ def _check_run(c, backbone, dataset, s, o, custom):
     if s["input_size"] is not None and s["input_size"] < b.min_size:
         p, f = _where(o, "input_size")
         c.error(p, f"{s['input_size']} is below {backbone}'s minimum input size {b.min_size}", file=f)
+    if is_file_source(s["weights"]) and not Path(s["weights"]).is_file():
+        p, f = _where(o, "weights")
+        c.error(p, f"weights file '{s['weights']}' does not exist", file=f)
     src = weights_source(s["weights"])
     if src.backbones is not None and backbone not in src.backbones:
         p, f = _where(o, "weights")
@@ -452,3 +495,87 @@ def _check_run(c, backbone, dataset, s, o, custom):
         if s[key] is not None and s[key] > n:
             p, f = _where(o, key)
             c.error(p, f"{s[key]} is more than the {n} {split} images of dataset '{dataset}'", file=f)
+
+
+# --- regression thresholds (`tlbench compare`) ----------------------------------------------
+
+REGRESSION_METRICS = ("time", "throughput", "accuracy")
+
+
+def threshold(metric: str, v) -> float:
+    """A regression threshold, normalised: time/throughput as a fraction (0.10 or '10%'), accuracy in points.
+
+    A bare time/throughput number of 1 or more is refused: '10' almost always means 10 %, not 1000 %.
+    """
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {v!r}")
+    text = str(v).strip()
+    try:
+        f = float(text[:-1]) / 100 if metric != "accuracy" and text.endswith("%") else float(text)
+    except ValueError:
+        f = None
+    if metric == "accuracy":
+        if f is None or not 0 < f <= 100:
+            raise ValueError(f"expected accuracy points between 0 and 100 (2 = two points), got {v!r}")
+        return f
+    if f is None or not f > 0 or (not text.endswith("%") and f >= 1) or (metric == "throughput" and f >= 1):
+        raise ValueError(f"expected a fraction such as 0.10 or a percentage such as 10%, got {v!r}")
+    return f
+
+
+def _thresholds(c, values: dict, path: tuple) -> dict:
+    out = {}
+    for k in REGRESSION_METRICS:
+        if k in values:
+            try:
+                out[k] = threshold(k, values[k])
+            except ValueError as e:
+                c.error(path + (k,), str(e))
+    return out
+
+
+def _regression(c, data, matrix) -> dict:
+    raw = data.get("regression")
+    if raw is None:
+        return {}
+    p = ("regression",)
+    raw = c.mapping(raw, p, set(REGRESSION_METRICS) | {"overrides"})
+    out = _thresholds(c, raw, p)
+    rules = raw.get("overrides")
+    if rules is None:
+        return out
+    if not isinstance(rules, list):
+        c.error(p + ("overrides",), "expected a list of {match: {AXIS: names}, METRIC: threshold}")
+        return out
+    out["overrides"] = []
+    for i, rule in enumerate(rules):
+        rp = p + ("overrides", i)
+        rule = c.mapping(rule, rp, set(REGRESSION_METRICS) | {"match"})
+        match = {}
+        for axis, v in c.mapping(rule.get("match"), rp + ("match",), set(AXES)).items():
+            names = v if isinstance(v, list) else [v]
+            for n in names:
+                if axis in AXES and n not in matrix.get(axis, []):
+                    c.error(rp + ("match", axis), f"'{n}' is not in matrix.{axis} "
+                            f"({', '.join(map(str, matrix.get(axis, []))) or 'empty'}): this threshold would never apply")
+            match[axis] = names
+        values = _thresholds(c, rule, rp)
+        if not rule.get("match") or not any(k in rule for k in REGRESSION_METRICS):
+            c.error(rp, f"needs 'match' and at least one of {', '.join(REGRESSION_METRICS)}")
+        out["overrides"].append({"match": match, **values})
+    return out
+
+
+def load_regression(path: str | Path) -> dict:
+    """Only the `regression:` key of a suite (e.g. the copy in a results folder).
+
+    The rest is not validated: a stored suite's relative dataset paths or data need not exist where
+    results are compared.
+    """
+    data, c = _read(Path(path))
+    m = data.get("matrix") if isinstance(data.get("matrix"), dict) else {}
+    matrix = {a: v if isinstance(v, list) else [v] for a, v in m.items() if a in AXES}
+    out = _regression(c, data, matrix)
+    if c.errors:
+        raise SuiteErrors(c.errors)
+    return out

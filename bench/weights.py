@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -105,6 +106,7 @@ def preprocessing(backbone: Backbone, weights: str) -> str:
     return source(weights).preprocessing or backbone.preprocessing
 
 
+@lru_cache(maxsize=None)
 def identity(weights: str) -> dict:
     """What exactly initialised the backbone, for the record: the source and, for files, their hash."""
     path = None

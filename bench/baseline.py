@@ -1,0 +1,102 @@
+"""Baselines per machine, as pytest-benchmark keeps its saved runs per machine folder.
+
+  baselines/<machine-id>/<suite>/runs/*.json   the records, copied as they are
+  baselines/<machine-id>/<suite>/suite.yaml    the suite that produced them (when the results folder has it)
+  baselines/<machine-id>/<suite>/machine.json  what the machine id was made from, and where the copy came from
+
+The machine id is read from the records' environment, not from the machine running the command,
+so a baseline can be saved or looked up anywhere without importing a backend:
+
+  <accelerator or CPU model>[-x<count>]_<keras backend>_<os>[-<arch>]
+  e.g. nvidia-h100-80gb-hbm3_tensorflow_linux-x86_64, cpu-amd-epyc-7b13_jax_linux-x86_64
+
+Versions of Keras/TF/JAX and the project commit are deliberately left out: a change of those is
+what a comparison against the baseline is meant to test.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import UserError
+from .store import atomic_write, read_runs
+
+ARCHES = ("x86_64", "amd64", "aarch64", "arm64", "ppc64le", "s390x")
+
+
+def _slug(text: str) -> str:
+    text = re.sub(r"\((r|tm)\)|\bcpu @", "", str(text).lower())
+    return re.sub(r"[^a-z0-9.]+", "-", text).strip("-")[:60] or "unknown"
+
+
+def machine_id(env: dict) -> str:
+    count = env.get("accelerator_count") or 0
+    device = _slug(env.get("device") or "unknown") + (f"-x{count}" if count > 1 else "")
+    plat = str(env.get("platform") or "unknown")
+    # platform.platform() carries kernel and libc versions, which change under a fixed machine: keep OS + arch.
+    arch = next((a for a in ARCHES if a in plat), None)
+    system = _slug(plat.split("-")[0]) + (f"-{arch}" if arch else "")
+    return f"{device}_{_slug(env.get('keras_backend') or 'unknown')}_{system}"
+
+
+def _one(values: set, what: str, folder: Path, hint: str) -> str:
+    if len(values) != 1:
+        raise UserError(f"'{folder}' holds records of {len(values)} {what}s ({', '.join(sorted(map(str, values)))})"
+                        f"; {hint}")
+    return values.pop()
+
+
+def identify(results: Path, name: str | None = None) -> tuple[list[dict], str, str]:
+    """(records, machine id, suite name) of a results folder."""
+    records = read_runs(results)
+    if not records:
+        raise UserError(f"'{results}' holds no runs")
+    mid = _one({machine_id(r.get("environment", {})) for r in records}, "machine", results,
+               "save or compare one machine's results at a time")
+    suite = name or _one({r.get("suite") or r["config"].get("suite") for r in records}, "suite", results,
+                         "pass --name")
+    return records, mid, suite
+
+
+def save(results: Path, root: Path, name: str | None = None) -> Path:
+    """Copy a results folder's records to ROOT/<machine-id>/<suite>/, replacing any earlier baseline there."""
+    results, root = Path(results), Path(root)
+    records, mid, suite = identify(results, name)
+    dest = root / mid / suite
+    tmp = dest.with_name(f".{suite}.saving")
+    shutil.rmtree(tmp, ignore_errors=True)
+    # A baseline is one snapshot: runs left from an earlier save must not mix in, so replace the folder.
+    # Only the records: not lock files or superseded measurements.
+    (tmp / "runs").mkdir(parents=True)
+    for path in (results / "runs").glob("*.json"):  # read_runs above has checked every one
+        shutil.copy2(path, tmp / "runs")
+    if (results / "suite.yaml").is_file():
+        shutil.copy2(results / "suite.yaml", tmp / "suite.yaml")
+    env = records[0].get("environment", {})
+    info = {"machine_id": mid, "saved_from": str(results.resolve()), "runs": len(records),
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **{k: env.get(k) for k in ("device", "accelerators", "accelerator_count", "keras_backend",
+                                       "platform", "versions", "cpu")}}
+    atomic_write(tmp / "machine.json", json.dumps(info, indent=1, sort_keys=True) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def available(root: Path) -> list[str]:
+    return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in Path(root).glob("*/*/runs") if p.is_dir())
+
+
+def find(results: Path, root: Path, name: str | None = None) -> Path:
+    """The baseline saved for the machine and suite of a results folder's records."""
+    _, mid, suite = identify(Path(results), name)
+    dest = Path(root) / mid / suite
+    if (dest / "runs").is_dir():
+        return dest
+    have = available(root)
+    listing = "\n  ".join(have) if have else "(none)"
+    raise UserError(f"no baseline for machine '{mid}', suite '{suite}' under '{root}'. Available:\n  {listing}\n"
+                    f"Save one on this machine with: tlbench baseline save RESULTS --root {root}")

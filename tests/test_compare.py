@@ -1,0 +1,239 @@
+"""tlbench compare / baseline: regression checks on crafted records (golden copies with edited numbers).
+
+Golden, per mode, 2 repeats of 3 epochs (epoch 1 'first', 2-3 'steady'):
+  frozen    steady s/epoch per run 5.0 / 5.5   val acc @1 60/62 %, @3 70/72 %
+  unfrozen  20.0 / 21.0                        @1 40/50 %, @3 75/77 %
+  scratch   22.0 median of 20, 22; repeat 1 failed (both sides)
+"""
+import json
+import shutil
+
+import pytest
+
+from bench import suite
+from bench.baseline import machine_id
+from bench.errors import SuiteErrors
+from conftest import tlbench
+
+H100 = {"device": "NVIDIA H100 80GB HBM3", "accelerators": [{"kind": "GPU", "name": "NVIDIA H100 80GB HBM3"}],
+        "accelerator_count": 1}
+REGRESSION_SUITE = """\
+name: golden
+matrix: {{backbone: mobilenet_v2, dataset: fashion_mnist, mode: [frozen, unfrozen, scratch]}}
+regression: {body}
+"""
+
+
+@pytest.fixture
+def sides(golden, tmp_path):
+    """(baseline, current): two identical results folders to edit."""
+    return golden, shutil.copytree(golden, tmp_path / "current")
+
+
+def edit(folder, change, mode=None, repeat=None):
+    """Apply change(record) to the runs of a results folder, optionally one mode / repeat only."""
+    for path in (folder / "runs").glob("*.json"):
+        rec = json.loads(path.read_text())
+        if mode in (None, rec["config"]["mode"]) and repeat in (None, rec["config"]["repeat"]):
+            change(rec)
+            path.write_text(json.dumps(rec))
+
+
+def slower(factor):
+    def change(rec):
+        for e in rec["epochs"]:
+            for k in ("epoch_seconds", "train_seconds", "val_seconds"):
+                e[k] *= factor
+            e["images_per_second"] /= factor
+    return change
+
+
+def accuracy_minus(points):
+    def change(rec):
+        for e in rec["epochs"]:
+            e["val_accuracy"] -= points / 100
+    return change
+
+
+def test_identical_results_pass_and_write_the_report(sides):
+    base, cur = sides
+    p = tlbench("compare", base, cur)
+    assert p.returncode == 0, p.stderr
+    assert "**No regressions.**" in p.stdout and "same on both sides" in p.stdout
+    assert (cur / "compare.md").read_text() in p.stdout
+    assert "steady s/epoch" in (cur / "compare.csv").read_text()
+    # failed runs are listed, not dropped
+    assert "### Failed runs" in p.stdout and "scratch-r1-165e8ff13a: failed: RuntimeError: injected failure" in p.stdout
+
+
+def test_20_percent_slowdown_regresses_naming_run_and_metric(sides):
+    base, cur = sides
+    edit(cur, slower(1.2))
+    p = tlbench("compare", base, cur, "--out", cur / "report")
+    assert p.returncode == 1
+    frozen = [line for line in p.stderr.splitlines() if "frozen: steady s/epoch +20.0%" in line]
+    assert frozen and "mobilenet_v2-fashion_mnist-frozen-r0-5e9b4c7536" in frozen[0]
+    assert "threshold + spread" in frozen[0]  # repeats on both sides, ranges apart
+    assert "unfrozen: steady img/s" in p.stderr
+    # scratch has one ok run a side: the threshold alone decides, and the output says so
+    assert "scratch: steady s/epoch +20.0% (threshold +10.0%; threshold (a single run" in p.stderr
+    assert (cur / "report" / "compare.md").is_file() and not (cur / "compare.md").exists()
+
+
+def test_change_within_the_spread_is_noise_not_a_regression(sides):
+    base, cur = sides
+    # frozen repeat 1 slows by 40 %: the median moves +21 %, but repeat 0 is as fast as ever.
+    edit(cur, slower(1.4), mode="frozen", repeat=1)
+    p = tlbench("compare", base, cur)
+    assert p.returncode == 0, p.stderr
+    row = next(line for line in p.stdout.splitlines() if "frozen | steady s/epoch" in line)
+    assert "+21.0%" in row and "| noise |" in row and "within the spread" in row
+
+
+@pytest.mark.parametrize("points, code", [(3, 1), (1, 0)])
+def test_accuracy_drop_regresses_beyond_two_points(sides, points, code):
+    base, cur = sides
+    edit(cur, accuracy_minus(points), mode="frozen")
+    p = tlbench("compare", base, cur)
+    assert p.returncode == code, p.stdout + p.stderr
+    if code:
+        assert "frozen: val acc @ epoch 3 -3.0 pt (threshold -2 pt" in p.stderr
+        assert "frozen: val acc @ epoch 1 -3.0 pt" in p.stderr
+
+
+def test_epochs_flag_picks_the_accuracy_epochs(sides):
+    base, cur = sides
+    edit(cur, accuracy_minus(3), mode="frozen")
+    p = tlbench("compare", base, cur, "--epochs", "2")
+    assert p.returncode == 1 and "val acc @ epoch 2" in p.stderr and "epoch 3" not in p.stdout
+
+
+def test_mismatched_configurations_are_listed_as_unmatched(sides):
+    base, cur = sides
+    edit(cur, lambda rec: rec["config"].update(learning_rate=1e-4), mode="unfrozen")
+    p = tlbench("compare", base, cur)
+    assert p.returncode == 0, p.stderr
+    assert "### Unmatched configurations" in p.stdout
+    # the two share a short name, so the label adds what tells them apart
+    assert ("only in baseline: mobilenet_v2 · fashion_mnist · unfrozen · learning_rate=0.001 "
+            "(mobilenet_v2-fashion_mnist-unfrozen-r0") in p.stdout
+    assert "only in current: mobilenet_v2 · fashion_mnist · unfrozen · learning_rate=0.0001" in p.stdout
+    assert "differs in learning_rate: baseline 0.001, current 0.0001" in p.stdout
+    assert "unfrozen | steady" not in p.stdout  # not compared
+    assert "unmatched: only in current" in p.stderr
+
+
+def test_a_run_failing_now_but_not_before_regresses(sides):
+    base, cur = sides
+    edit(cur, lambda rec: rec.update(status="failed", error="RuntimeError: OOM", epochs=[]), mode="frozen", repeat=0)
+    p = tlbench("compare", base, cur)
+    assert p.returncode == 1
+    assert "frozen: status failed (baseline ok); run: mobilenet_v2-fashion_mnist-frozen-r0-5e9b4c7536" in p.stderr
+    assert "current: mobilenet_v2-fashion_mnist-frozen-r0-5e9b4c7536: failed: RuntimeError: OOM" in p.stdout
+
+
+def test_different_accelerator_is_refused_unless_forced(sides):
+    base, cur = sides
+    edit(cur, lambda rec: rec["environment"].update(H100))
+    p = tlbench("compare", base, cur)
+    assert p.returncode == 2
+    assert "different hardware" in p.stderr and "CPU: Test CPU" in p.stderr and "NVIDIA H100" in p.stderr
+    assert "--force-different-hardware" in p.stderr and not (cur / "compare.md").exists()
+
+    p = tlbench("compare", base, cur, "--force-different-hardware")
+    assert p.returncode == 0, p.stderr
+    assert "**⚠ DIFFERENT HARDWARE" in p.stdout and "DIFFERENT HARDWARE (forced)" in p.stderr
+
+
+def test_software_changes_are_noted_not_refused(sides):
+    base, cur = sides
+    edit(cur, lambda rec: rec["environment"]["versions"].update(keras="3.16.0", tensorflow="2.22.0"))
+    p = tlbench("compare", base, cur)
+    assert p.returncode == 0, p.stderr
+    assert "Software changed (what this comparison tests): Keras 3.15.1 → 3.16.0; TensorFlow 2.21.0 → 2.22.0" in p.stdout
+
+
+def test_bad_threshold_flag_and_missing_folder_are_bad_input(sides, tmp_path):
+    base, cur = sides
+    p = tlbench("compare", base, cur, "--time-threshold", "10")
+    assert p.returncode == 2 and "--time-threshold" in p.stderr and "10%" in p.stderr
+    p = tlbench("compare", base, tmp_path / "nothing")
+    assert p.returncode == 2 and "no results" in p.stderr
+
+
+def test_baseline_save_and_compare_against_it(sides, tmp_path):
+    base, cur = sides
+    root = tmp_path / "baselines"
+    p = tlbench("baseline", "save", base, "--root", root)
+    assert p.returncode == 0, p.stderr
+    saved = root / "cpu-test-cpu_tensorflow_linux" / "golden"
+    assert len(list((saved / "runs").glob("*.json"))) == 6
+    assert json.loads((saved / "machine.json").read_text())["device"] == "CPU: Test CPU"
+
+    p = tlbench("compare", "--against-baseline", cur, "--root", root)
+    assert p.returncode == 0, p.stderr
+    assert f"baseline: {saved}" in p.stdout
+    edit(cur, slower(1.2))
+    assert tlbench("compare", "--against-baseline", cur, "--root", root).returncode == 1
+
+    edit(cur, lambda rec: rec["environment"].update(H100))  # no baseline for this machine yet
+    p = tlbench("compare", "--against-baseline", cur, "--root", root)
+    assert p.returncode == 2
+    assert "no baseline for machine 'nvidia-h100-80gb-hbm3_tensorflow_linux'" in p.stderr
+    assert "cpu-test-cpu_tensorflow_linux/golden" in p.stderr  # what there is
+
+
+def test_machine_id_keeps_model_count_backend_os_and_arch():
+    env = {**H100, "accelerator_count": 2, "keras_backend": "jax",
+           "platform": "Linux-5.15.0-1057-aws-x86_64-with-glibc2.35"}
+    assert machine_id(env) == "nvidia-h100-80gb-hbm3-x2_jax_linux-x86_64"
+    cpu = {"device": "CPU: Intel(R) Xeon(R) CPU @ 2.20GHz", "keras_backend": "tensorflow", "platform": "Linux"}
+    assert machine_id(cpu) == "cpu-intel-xeon-2.20ghz_tensorflow_linux"
+
+
+def test_thresholds_from_the_suite_and_flags_win(sides):
+    base, cur = sides
+    edit(cur, accuracy_minus(3), mode="frozen")
+    edit(cur, slower(1.2), mode="unfrozen")
+    (cur / "suite.yaml").write_text(REGRESSION_SUITE.format(
+        body="{time: 25%, throughput: 20%, overrides: [{match: {mode: frozen}, accuracy: 5.0}]}"))
+    p = tlbench("compare", base, cur)
+    assert p.returncode == 0, p.stderr
+    row = next(line for line in p.stdout.splitlines() if "frozen | val acc @ epoch 3" in line)
+    assert "| -5 pt | suite override 0 | ok |" in row
+    assert "unfrozen | steady s/epoch" in p.stdout and "| +25.0% | suite | ok |" in p.stdout
+
+    p = tlbench("compare", base, cur, "--accuracy-threshold", "2", "--time-threshold", "0.1")  # throughput: suite
+    assert p.returncode == 1
+    assert "frozen: val acc @ epoch 3 -3.0 pt (threshold -2 pt" in p.stderr
+    assert "unfrozen: steady s/epoch +20.0% (threshold +10.0%" in p.stderr
+
+
+def test_invalid_regression_key_is_a_located_error(sides):
+    base, cur = sides
+    (cur / "suite.yaml").write_text(REGRESSION_SUITE.format(body="""
+  time: 10
+  speed: 1
+  overrides:
+    - {match: {mode: frozn}, accuracy: -1}"""))
+    p = tlbench("compare", base, cur)
+    assert p.returncode == 2
+    assert "suite.yaml:4: regression.time: expected a fraction such as 0.10 or a percentage such as 10%" in p.stderr
+    assert "suite.yaml:5: regression.speed: unknown key 'speed'" in p.stderr
+    assert "regression.overrides[0].match.mode: 'frozn' is not in matrix.mode" in p.stderr
+    assert "regression.overrides[0].accuracy: expected accuracy points" in p.stderr
+
+
+def test_suite_exposes_its_regression_thresholds(write_suite):
+    path = write_suite("""\
+        name: t
+        defaults: {weights: none, input_size: 32}
+        matrix: {backbone: mobilenet_v2_035, dataset: synthetic, mode: [frozen, scratch]}
+        regression: {time: 0.15, accuracy: 3, overrides: [{match: {mode: scratch}, accuracy: 5.0}]}
+        """)
+    s = suite.load(path)
+    assert s.regression == {"time": 0.15, "accuracy": 3.0,
+                            "overrides": [{"match": {"mode": ["scratch"]}, "accuracy": 5.0}]}
+    assert suite.load(write_suite(path.read_text().replace("regression", "# regression"), "b.yaml")).regression == {}
+    with pytest.raises(SuiteErrors, match="regression.throughput"):
+        suite.load(write_suite(path.read_text().replace("time: 0.15", "throughput: 100%"), "c.yaml"))

@@ -1,0 +1,191 @@
+"""Figures from the golden records: what each figure shows, read back from the matplotlib objects."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from matplotlib.container import ErrorbarContainer
+from matplotlib.patches import Rectangle
+
+from bench import plots, store, tables
+from bench.errors import UserError
+from conftest import ROOT, tlbench
+
+LABELS = ["Frozen weights", "Unfrozen weights", "No pre-trained weights (1 of 2 runs failed)"]
+FAILED = "mobilenet_v2-fashion_mnist-scratch-r1-165e8ff13a"
+
+
+def other_set(golden, tmp_path, change=None):
+    """A second result set: the golden runs measured again, twice as fast and 5 points better, on a GPU."""
+    other = tmp_path / "other"
+    shutil.copytree(golden, other)
+    for path in (other / "runs").glob("*.json"):
+        rec = json.loads(path.read_text())
+        rec["suite"] = rec["config"]["suite"] = "elsewhere"  # a suite name alone must not stop matching
+        rec["environment"]["device"] = "GPU: Test GPU"
+        for e in rec["epochs"]:
+            e["epoch_seconds"] /= 2
+            e["val_accuracy"] += 0.05
+        if change:
+            change(rec)
+        path.write_text(json.dumps(rec))
+    return other
+
+
+def footnote(fig) -> str:
+    (text,) = [t for t in fig.texts if t.get_gid() == "footnote"]
+    return text.get_text().replace("\n  ", " ")  # undo the wrapping
+
+
+def axes(fig):
+    return [ax for ax in fig.axes if ax.get_visible()]
+
+
+def bars(ax):
+    return [p for p in ax.patches if isinstance(p, Rectangle)]
+
+
+@pytest.fixture
+def records(golden):
+    return store.read_runs(golden)
+
+
+@pytest.fixture
+def summary(records):
+    return tables.summarise(records, [1, 2, 3])[0].set_index("mode")
+
+
+def test_accuracy_lines_are_the_medians_with_a_band_where_repeats_exist(records, summary):
+    fig = plots.figures([(None, records)])["accuracy"]
+    (ax,) = axes(fig)
+    lines = ax.get_lines()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == LABELS
+    assert [line.get_label() for line in lines] == LABELS
+    for line, mode in zip(lines, ["frozen", "unfrozen", "scratch"]):
+        assert list(line.get_xdata()) == [1, 2, 3]
+        assert list(line.get_ydata()) == pytest.approx([summary.loc[mode, f"val_acc_{n}_median"] for n in (1, 2, 3)])
+    assert list(lines[0].get_ydata()) == pytest.approx([0.61, 0.655, 0.71])  # by hand from the records
+    # min-max bands for the two modes with two finished repeats; the failed repeat leaves scratch without one
+    assert len(ax.collections) == 2
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert (band.min(), band.max()) == pytest.approx((0.60, 0.72))
+    assert ax.get_xlabel() == "Epoch" and "%" in ax.get_ylabel()
+    assert "mobilenet_v2 · fashion_mnist · 96 px" in ax.get_title()
+    assert fig.get_suptitle() == "Validation accuracy per epoch"
+
+
+def test_modes_differ_in_colour_and_marker_from_the_colour_blind_safe_palette(records):
+    lines = axes(plots.figures([(None, records)])["accuracy"])[0].get_lines()
+    assert len({line.get_color() for line in lines}) == len({line.get_marker() for line in lines}) == 3
+    assert {line.get_color() for line in lines} <= set(plots.COLOURS)
+
+
+def test_footnote_names_environment_and_failed_runs(records):
+    for fig in plots.figures([(None, records)]).values():
+        note = footnote(fig)
+        for part in ["CPU: Test CPU", "TensorFlow 2.21.0", "Keras 3.15.1", "backend tensorflow", "2026-11-25",
+                     FAILED, "RuntimeError: injected failure"]:
+            assert part in note
+
+
+def test_epoch_time_bars_show_first_and_steady_epochs_apart_with_spread(records, summary):
+    fig = plots.figures([(None, records)])["epoch_time"]
+    first, steady = axes(fig)
+    assert "First epoch" in first.get_title() and "Steady-state" in steady.get_title()
+    for ax, metric in ((first, "first_epoch_seconds"), (steady, "steady_epoch_seconds")):
+        assert [b.get_height() for b in bars(ax)] == pytest.approx(
+            [summary.loc[m, f"{metric}_median"] for m in ("frozen", "unfrozen", "scratch")])
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["Frozen\nweights", "Unfrozen\nweights",
+                                                                "No\npre-trained weights"]
+        assert ax.get_ylabel() == "Seconds per epoch (s)"
+        errs = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        assert len(errs) == 2  # scratch has one finished repeat: no spread to show
+        seg = errs[0].lines[2][0].get_segments()[0]
+        assert sorted(seg[:, 1]) == pytest.approx([summary.loc["frozen", f"{metric}_min"],
+                                                    summary.loc["frozen", f"{metric}_max"]])
+    assert [b.get_height() for b in bars(first)] == pytest.approx([11.5, 30.5, 30.0])
+
+
+def test_tradeoff_x_is_cumulative_wall_seconds(records, summary):
+    (ax,) = axes(plots.figures([(None, records)])["tradeoff"])
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == LABELS
+    # frozen: repeats 12+5+5 and 11+5+6 seconds -> medians 11.5, 16.5, 22
+    assert list(lines[0].get_xdata()) == pytest.approx([11.5, 16.5, 22.0])
+    assert list(lines[2].get_xdata()) == pytest.approx([30.0, 50.0, 72.0])
+    assert list(lines[1].get_ydata()) == pytest.approx([summary.loc["unfrozen", f"val_acc_{n}_median"] for n in (1, 2, 3)])
+    assert "s" in ax.get_xlabel() and ax.get_xlim()[0] == 0
+
+
+def test_several_result_sets_share_panels_with_their_own_line_style_and_hatch(golden, tmp_path, records):
+    other = store.read_runs(other_set(golden, tmp_path))
+    figs = plots.figures([("cpu", records), ("gpu", other)])
+    (ax,) = axes(figs["accuracy"])
+    lines = ax.get_lines()
+    assert len(lines) == 6
+    assert [line.get_label() for line in lines[:2]] == ["Frozen weights · cpu", "Frozen weights · gpu"]
+    assert lines[0].get_color() == lines[1].get_color() and lines[0].get_linestyle() != lines[1].get_linestyle()
+    assert list(lines[1].get_ydata()) == pytest.approx([0.66, 0.705, 0.76])
+    for ax in axes(figs["epoch_time"]):
+        assert len(bars(ax)) == 6
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cpu", "gpu"]
+        assert len({b.get_hatch() for b in bars(ax)}) == 2
+    note = footnote(figs["tradeoff"])
+    assert "cpu: CPU: Test CPU" in note and "gpu: GPU: Test GPU" in note
+
+
+def test_runs_without_a_counterpart_are_left_out_and_said(golden, tmp_path, records):
+    def longer_scratch(rec):
+        if rec["config"]["mode"] == "scratch":
+            rec["config"]["train_size"] = 2000
+
+    other = store.read_runs(other_set(golden, tmp_path, longer_scratch))
+    fig = plots.figures([("a", records), ("b", other)])["accuracy"]
+    assert [line.get_label() for line in axes(fig)[0].get_lines()] == [
+        "Frozen weights · a", "Frozen weights · b", "Unfrozen weights · a", "Unfrozen weights · b"]
+    assert "a: 2 run(s) with no counterpart" in footnote(fig)
+
+
+def test_result_sets_with_nothing_in_common_are_refused(golden, tmp_path, records):
+    other = store.read_runs(other_set(golden, tmp_path, lambda rec: rec["config"].update(epochs=9)))
+    with pytest.raises(UserError, match="share no run configuration"):
+        plots.figures([("a", records), ("b", other)])
+
+
+def test_write_saves_png_and_svg_into_figures(golden, records):
+    paths = plots.write(golden, records)
+    assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in plots.NAMES for e in ("png", "svg"))
+    for p in paths:
+        assert p.parent == golden / "figures" and p.stat().st_size > 1000
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" if p.suffix == ".png" else b"<svg" in p.read_bytes()
+    assert plots.write(golden, []) == []
+
+
+def test_plotting_never_imports_tensorflow_or_keras(golden):
+    code = ("import sys; from bench import plots, report, store; "
+            f"report.write({str(golden)!r}); "
+            "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; assert not bad, bad")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
+def test_cli_plot_one_folder_and_several(golden, tmp_path):
+    p = tlbench("plot", golden)
+    assert p.returncode == 0, p.stderr
+    assert (golden / "figures" / "accuracy.png").is_file() and "wrote" in p.stdout
+    other = other_set(golden, tmp_path)
+    p = tlbench("plot", golden, other, "--label", "cpu", "--label", "gpu", "--out", tmp_path / "cmp")
+    assert p.returncode == 0, p.stderr
+    assert {f.name for f in (tmp_path / "cmp").iterdir()} == {f"{n}.{e}" for n in plots.NAMES for e in ("png", "svg")}
+    assert "gpu" in (tmp_path / "cmp" / "accuracy.svg").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--label", "only-one"], "one per results folder"),
+    ([], "--out"),
+    (["--label", "x", "--label", "x", "--out", "somewhere"], "distinct labels"),
+])
+def test_cli_plot_bad_arguments(golden, tmp_path, args, message):
+    p = tlbench("plot", golden, other_set(golden, tmp_path), *args)
+    assert p.returncode == 2 and message in p.stderr
