@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
+from matplotlib.ticker import MultipleLocator, PercentFormatter  # noqa: E402
 
 from .errors import UserError  # noqa: E402
 from .store import epochs_frame  # noqa: E402
@@ -180,6 +180,15 @@ def _figure(n_panels: int, title: str, footnote: str, ncols: int = 3, panel_size
     return fig, axes[:n_panels]
 
 
+def _percent_axis(ax) -> None:
+    """Ticks on whole percents (steps of 1, 2, 5, 10 or 20 points), so a 0-decimal label is exact."""
+    lo, hi = ax.get_ylim()
+    span = (hi - lo) * 100
+    step = next((s for s in (1, 2, 5, 10, 20) if span / s <= 8), 20)
+    ax.yaxis.set_major_locator(MultipleLocator(step / 100))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+
+
 def accuracy_figure(d: _Data) -> Figure:
     fig, axes = _figure(len(d.panels), "Validation accuracy per epoch",
                         d.footnote + "\nLines: median over repeats; band: min–max over repeats.")
@@ -197,7 +206,7 @@ def accuracy_figure(d: _Data) -> Figure:
         ax.set(title=_panel_title(panel), xlabel="Epoch", ylabel="Validation accuracy (%)")
         ax.title.set_fontsize(9)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+        _percent_axis(ax)
         ax.grid(alpha=0.3)
         _legend_below(ax)
     return fig
@@ -257,7 +266,7 @@ def tradeoff_figure(d: _Data) -> Figure:
                         fontsize=7)
         ax.set(title=_panel_title(panel), xlabel="Cumulative training time (s, wall clock)", ylabel="Validation accuracy (%)")
         ax.title.set_fontsize(9)
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+        _percent_axis(ax)
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
         _legend_below(ax)
