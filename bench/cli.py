@@ -65,26 +65,52 @@ def _stop_on_signal(signum, frame):
 
 
 def cmd_run(args) -> int:
-    from .runner import Interrupted, run_suite
-    from .store import atomic_write, rebuild
+    from dataclasses import replace
+
+    from .environment import process_backend
+    from .runner import Interrupted, run_in_child, run_suite
+    from .store import atomic_write, read_record, rebuild, run_path
 
     s = _load_suite(args)
     folder = Path(args.results) / s.name
     atomic_write(folder / "suite.yaml", Path(args.suite).read_text())
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGINT, _stop_on_signal)
+    here = process_backend()
+    backends = [args.backend] if args.backend else list(dict.fromkeys(r.backend for r in s.runs))
     try:
-        run_suite(s, folder, force=args.force, rerun_failed=args.rerun_failed, verbose=0 if args.quiet else None)
+        for backend in backends:
+            runs = [r for r in s.runs if r.backend == backend]
+            if backend == here:
+                run_suite(replace(s, runs=runs), folder, force=args.force, rerun_failed=args.rerun_failed,
+                          verbose=0 if args.quiet else None)
+            elif args.backend:
+                raise UserError(f"--backend {backend}: this process's Keras backend is {here}; "
+                                f"set KERAS_BACKEND={backend}")
+            else:
+                print(f"backend {backend}: {len(runs)} runs in a child process (KERAS_BACKEND={backend})", flush=True)
+                run_in_child(_child_argv(args, backend), backend)
     except Interrupted as e:
         rebuild(folder)  # the CSVs then agree with the records that did finish
         print(f"resume with: tlbench run {args.suite} --results {args.results}  (recorded runs are skipped)")
         return e.code
-    records = _finish(folder)
-    ids = {r.run_id for r in s.runs}
+    if args.records_only:
+        records = [r for r in (read_record(run_path(folder, c.run_id)) for c in s.runs) if r]
+    else:
+        records = _finish(folder)
+    ids = {r.run_id for r in s.runs if not args.backend or r.backend == args.backend}
     bad = [r for r in records if r["run_id"] in ids and r["status"] != "ok"]
     for r in bad:
         print(f"{r['status']}: {r['run_id']}: {r['error']}", file=sys.stderr)
     return EXIT_FAILED_RUNS if bad else EXIT_OK
+
+
+def _child_argv(args, backend: str) -> list[str]:
+    argv = ["run", args.suite, "--results", args.results, "--backend", backend, "--records-only"]
+    argv += [f"--set={item}" for item in args.set or []]
+    argv += [flag for flag, on in (("--force", args.force), ("--rerun-failed", args.rerun_failed),
+                                   ("--quiet", args.quiet)) if on]
+    return argv
 
 
 def cmd_table(args) -> int:
@@ -186,6 +212,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run runs already recorded")
     run.add_argument("--rerun-failed", action="store_true", help="re-run recorded runs that failed or diverged")
     run.add_argument("--quiet", action="store_true", help="no Keras progress bars")
+    run.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
+                     help="run only this backend's runs, in this process (KERAS_BACKEND must match)")
+    run.add_argument("--records-only", action="store_true", help="write the records, not the table, figures "
+                     "and report (what a per-backend child process does)")
 
     t = sub.add_parser("table", help="print and write the comparison table of a results folder")
     t.add_argument("results", help="results folder of one suite, e.g. results/offline-default")

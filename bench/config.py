@@ -32,6 +32,7 @@ class RunConfig:
     steps_per_execution: int
     weights: str
     dataset_params: dict = field(default_factory=dict)
+    backend: str = "tensorflow"  # the Keras backend; runs of another backend run in a child process
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,8 +50,10 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        return f"{self.backbone}-{self.dataset}-{self.mode}-r{self.repeat}-{self.digest[:10]}"
+        backend = f"{self.backend}-" if self.backend != "tensorflow" else ""
+        return f"{backend}{self.backbone}-{self.dataset}-{self.mode}-r{self.repeat}-{self.digest[:10]}"
 
     @property
     def label(self) -> str:
-        return f"{self.backbone} · {self.dataset} · {self.mode}" + (f" · repeat {self.repeat}" if self.repeat else "")
+        return (f"{self.backbone} · {self.dataset} · {self.mode}" + (f" · {self.backend}" if self.backend != "tensorflow"
+                else "") + (f" · repeat {self.repeat}" if self.repeat else ""))

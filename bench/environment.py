@@ -34,6 +34,25 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def machine_id() -> str:
+    """A random id made on first use and kept in the user's cache: tells machines apart where hostnames
+    and CPU names do not (VMs and containers often share both), so a record is reused on its own machine only."""
+    import uuid
+
+    path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlbench" / "machine-id"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        pass
+    new = uuid.uuid4().hex[:16]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(new + "\n")
+    except OSError:
+        pass  # read-only home: this process's runs are then never reused, which is safe
+    return new
+
+
 def git_state() -> dict:
     if shutil.which("git") is None or not (PROJECT_ROOT / ".git").exists():
         return {"commit": None, "dirty": None}
@@ -59,6 +78,24 @@ def _memory_gib() -> float | None:
         return None
 
 
+def process_backend() -> str:
+    """The Keras backend this process would import, found as Keras finds it but without importing Keras
+    (importing it with the tensorflow backend would load TensorFlow, which a JAX-only machine may lack)."""
+    import json
+
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"
+    try:
+        return json.loads(config.read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
+def _gib(n) -> float | None:
+    return round(n / 2**30, 1) if n else None
+
+
 def accelerators(backend: str) -> list[dict]:
     """GPUs/TPUs visible to the active Keras backend, through that backend's own device API."""
     found = []
@@ -67,17 +104,38 @@ def accelerators(backend: str) -> list[dict]:
 
         for d in tf.config.list_physical_devices("GPU"):
             details = tf.config.experimental.get_device_details(d)
-            found.append({"kind": "GPU", "name": details.get("device_name", d.name)})
+            found.append({"kind": "GPU", "name": details.get("device_name", d.name),
+                          "compute_capability": details.get("compute_capability")})
     elif backend == "jax":
         import jax
 
-        found = [{"kind": d.platform.upper(), "name": d.device_kind} for d in jax.devices() if d.platform != "cpu"]
+        for d in jax.devices():
+            if d.platform != "cpu":
+                stats = d.memory_stats() or {}
+                found.append({"kind": d.platform.upper(), "name": d.device_kind,
+                              "memory_gib": _gib(stats.get("bytes_limit"))})
     elif backend == "torch":
         import torch
 
         if torch.cuda.is_available():
-            found = [{"kind": "GPU", "name": torch.cuda.get_device_name(i)} for i in range(torch.cuda.device_count())]
+            for i in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(i)
+                found.append({"kind": "GPU", "name": props.name, "memory_gib": _gib(props.total_memory)})
     return found
+
+
+def backend_build(backend: str) -> dict:
+    """The CUDA/cuDNN a backend was built against, where it says."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        info = tf.sysconfig.get_build_info()
+        return {k: info.get(k) for k in ("cuda_version", "cudnn_version") if info.get(k)}
+    if backend == "torch":
+        import torch
+
+        return {"cuda_version": torch.version.cuda} if torch.version.cuda else {}
+    return {}
 
 
 def _nvidia_driver() -> str | None:
@@ -97,6 +155,7 @@ def capture() -> dict:
         "accelerators": acc,
         "accelerator_count": len(acc),
         "nvidia_driver": _nvidia_driver(),
+        "backend_build": backend_build(backend),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "memory_gib": _memory_gib(),
@@ -105,6 +164,7 @@ def capture() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": platform.node(),
+        "machine_id": machine_id(),
         "git": git_state(),
         "code_version": code_version(),
     }

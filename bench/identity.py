@@ -2,8 +2,9 @@
 
 A record is reused (a suite re-run skips it) only if its key matches: the resolved config,
 the exact weights (file hash), the package versions, tlbench's own code, the backend and the
-machine. Anything else is a different measurement and is run again, so a stale result is never
-served. The record's file name stays the readable, config-only run id.
+machine (its device and a per-machine id kept in ~/.cache/tlbench). Anything else is a
+different measurement and is run again, so a stale result is never served. The record's file
+name stays the readable, config-only run id.
 """
 from __future__ import annotations
 
@@ -34,6 +35,6 @@ def run_key(config: RunConfig, environment: dict, weights: dict) -> str:
         "versions": {k: v for k, v in environment.get("versions", {}).items() if k != "pandas"},
         "code": environment.get("code_version"),
         "backend": environment.get("keras_backend"),
-        "machine": [environment.get("device"), environment.get("hostname")],
+        "machine": [environment.get("device"), environment.get("machine_id")],
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,6 +1,9 @@
 """Run a suite: each RunConfig trained with Keras fit, timed, and written as a record."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -201,3 +204,22 @@ def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: boo
             f"not recorded.")
         raise Interrupted(code) from None
     return finished
+
+
+def run_in_child(argv: list[str], backend: str) -> None:
+    """Run `tlbench ARGV` in a child process with KERAS_BACKEND=backend; its output streams through.
+
+    A signal that stops this process is passed on, so the child records what finished and stops too.
+    """
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *argv], env=env)
+    try:
+        code = proc.wait()
+    except (KeyboardInterrupt, Interrupted) as e:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        raise Interrupted(e.code if isinstance(e, Interrupted) else 130) from None
+    if code in (130, 143):
+        raise Interrupted(code)
+    if code not in (0, 1):  # 1: some runs failed; they are recorded and reported with the rest
+        raise UserError(f"the {backend} runs stopped (exit code {code}); see the messages above")

@@ -16,6 +16,7 @@ Schema (README "Suite files" documents it for users):
 from __future__ import annotations
 
 import copy
+import importlib.util
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,11 @@ from .modes import MODES
 from .registry import UnknownName
 from .weights import WEIGHTS, is_file_source, source as weights_source
 
-AXES = ("backbone", "dataset", "mode")
+AXES = ("backend", "backbone", "dataset", "mode")
+# Keras backends and the package each needs; runs of another backend than this process's run in a
+# child process with KERAS_BACKEND set, since Keras fixes its backend at import.
+BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+OPTIONAL_AXES = {"backend": ["tensorflow"]}
 TOP_KEYS = {"name", "description", "defaults", "matrix", "overrides", "datasets", "regression", "reference"}
 # The documents' tables, kept as data; a suite names one with `reference:`.
 REFERENCES = Path(__file__).resolve().parent / "references"
@@ -353,8 +358,8 @@ def _dataset_param(key: str, value, default, base_dir: Path):
 
 
 def _valid_names(custom) -> dict[str, list[str]]:
-    return {"backbone": BACKBONES.names(), "dataset": sorted(set(DATASETS.names()) | set(custom)),
-            "mode": MODES.names()}
+    return {"backend": list(BACKENDS), "backbone": BACKBONES.names(),
+            "dataset": sorted(set(DATASETS.names()) | set(custom)), "mode": MODES.names()}
 
 
 def _matrix(c, data, custom) -> dict[str, list[str]]:
@@ -366,7 +371,7 @@ def _matrix(c, data, custom) -> dict[str, list[str]]:
     valid = _valid_names(custom)
     out = {}
     for axis in AXES:
-        values = m.get(axis)
+        values = m.get(axis, OPTIONAL_AXES.get(axis))
         if values is None:
             c.error(("matrix", axis), f"required: one or more of {', '.join(valid[axis])}")
             out[axis] = []
@@ -381,6 +386,10 @@ def _matrix(c, data, custom) -> dict[str, list[str]]:
         out[axis] = [v for v in values if v in valid[axis]]
         if len(set(out[axis])) != len(out[axis]):
             c.error(("matrix", axis), "lists a name twice")
+    for backend in out["backend"]:
+        if importlib.util.find_spec(BACKENDS[backend]) is None:
+            c.error(("matrix", "backend"), f"backend '{backend}' needs the Python package '{BACKENDS[backend]}', "
+                    f"which is not installed here: pip install 'tlbench[{backend}]'")
     return out
 
 
@@ -440,11 +449,12 @@ def _apply_cli(c, items, settings, origin, matrix, valid):
 
 def _expand(c, name, settings, origin, matrix, rules, custom) -> list[RunConfig]:
     runs = []
-    for backbone, dataset, mode in itertools.product(matrix["backbone"], matrix["dataset"], matrix["mode"]):
+    for combo in itertools.product(*(matrix[a] for a in AXES)):
+        at = dict(zip(AXES, combo))
+        backend, backbone, dataset, mode = combo
         s, o = copy.deepcopy(settings), dict(origin)
         for match, values, paths in rules:
-            if all({"backbone": backbone, "dataset": dataset, "mode": mode}[a] in names
-                   for a, names in match.items()):
+            if all(at[a] in names for a, names in match.items()):
                 for k, v in values.items():
                     if k in c.cli:  # --set beats the file's overrides
                         continue
@@ -455,7 +465,7 @@ def _expand(c, name, settings, origin, matrix, rules, custom) -> list[RunConfig]
         input_size = s["input_size"] or BACKBONES.get(backbone).default_size
         for r in range(s["repeats"]):
             runs.append(RunConfig(
-                suite=name, backbone=backbone, dataset=dataset, mode=mode, repeat=r,
+                suite=name, backend=backend, backbone=backbone, dataset=dataset, mode=mode, repeat=r,
                 epochs=s["epochs"], batch_size=s["batch_size"], optimizer=s["optimizer"],
                 learning_rate=s["learning_rate"], loss=s["loss"], input_size=input_size, head=s["head"],
                 train_size=s["train_size"], val_size=s["val_size"], seed=s["seed"], precision=s["precision"],
