@@ -115,14 +115,6 @@ def test_out_of_bounds_view_is_refused(tmp_path, fake_torch):
         load_state_dict(path)
 
 
-class _Evil:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return open, (str(self.marker), "w")
-
-
 @pytest.mark.parametrize("content", [
     b"definitely not a checkpoint",
     b"",
