@@ -69,8 +69,6 @@ def test_records_hold_epochs_timings_and_provenance(tiny_run):
     # the head alone trains when frozen: GAP(1280) -> Dense 32 -> Dense 4
     assert recs["frozen"]["params"]["trainable"] == 1280 * 32 + 32 + 32 * 4 + 4
     assert recs["unfrozen"]["params"]["trainable"] > 300_000
-    # a backbone that trains pays for it after compilation too
-    assert recs["scratch"]["epochs"][1]["train_seconds"] > recs["frozen"]["epochs"][1]["train_seconds"]
     # the training loss goes down: the model learns something
     assert recs["scratch"]["epochs"][1]["loss"] < recs["scratch"]["epochs"][0]["loss"]
 
