@@ -14,13 +14,13 @@ Timings compare only on the same accelerator model: anything else is refused unl
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .config import NOT_MATCHED, match_key
 from .errors import UserError
 from .store import atomic_write, read_runs
 from .suite import load_regression, threshold
@@ -29,7 +29,6 @@ from .tables import pct, per_run, secs
 DEFAULTS = {"time": 0.10, "throughput": 0.10, "accuracy": 2.0}
 COLUMNS = ["config", "metric", "baseline", "current", "change", "threshold", "threshold_source", "verdict", "rule",
            "baseline_median", "current_median", "current_runs"]
-NOT_COMPARED = ("suite", "repeat")  # name or group runs; they do not change what a run measures
 # What the user is testing when they change it: noted in the header, never refused.
 SOFTWARE = [("Keras backend", ("keras_backend",)), ("Keras", ("versions", "keras")),
             ("TensorFlow", ("versions", "tensorflow")), ("JAX", ("versions", "jax")),
@@ -55,11 +54,6 @@ def parse_flags(**given: str | None) -> dict:
         except ValueError as e:
             raise UserError(f"--{metric}-threshold: {e}") from None
     return out
-
-
-def config_key(rec: dict) -> str:
-    return json.dumps({k: v for k, v in rec["config"].items() if k not in NOT_COMPARED},
-                      sort_keys=True, default=str)
 
 
 def _env(rec: dict, path: tuple):
@@ -152,14 +146,14 @@ def _labels(configs: dict[str, dict]) -> dict[str, str]:
 
 
 def _differences(a: dict, b: dict) -> list[str]:
-    return [k for k in sorted(set(a) | set(b)) if k not in NOT_COMPARED and a.get(k) != b.get(k)]
+    return [k for k in sorted(set(a) | set(b)) if k not in NOT_MATCHED and a.get(k) != b.get(k)]
 
 
 def _side(records: list[dict], epochs: list[int]) -> pd.DataFrame:
     runs = per_run(records, epochs)
     if runs.empty:
         return runs
-    keys = {r["run_id"]: config_key(r) for r in records}
+    keys = {r["run_id"]: match_key(r) for r in records}
     errors = {r["run_id"]: r.get("error") for r in records}
     return runs.assign(key=runs.run_id.map(keys), error=runs.run_id.map(errors))
 
@@ -229,7 +223,7 @@ def compare(baseline: Path, current: Path, flags: dict, epochs: list[int] | None
     suite_file = Path(current) / "suite.yaml"
     suite_reg = load_regression(suite_file) if suite_file.is_file() else {}
 
-    configs = {config_key(r): r["config"] for r in base_recs + cur_recs}
+    configs = {match_key(r): r["config"] for r in base_recs + cur_recs}
     labels = _labels(configs)
     # Default epochs: 1 and each configuration's last (configurations differ in length).
     wanted = sorted(set(epochs) if epochs else {1} | {int(c.get("epochs", 1)) for c in configs.values()})

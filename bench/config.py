@@ -8,6 +8,14 @@ from dataclasses import asdict, dataclass, field, fields
 # Fields that name or group a run but do not change what it measures: left out of the id,
 # so the same run in two suites (or renamed suites) is recognised as the same run.
 _NOT_IDENTITY = {"suite"}
+# ...and left out when runs are matched across result sets, where repeats of a config form one group.
+NOT_MATCHED = {"suite", "repeat"}
+
+
+def match_key(record: dict) -> str:
+    """A stored run's configuration without suite name and repeat: what compare and plot match on."""
+    return json.dumps({k: v for k, v in record["config"].items() if k not in NOT_MATCHED},
+                      sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ per result set. Figures are built as Figure objects first so that tests read wha
 """
 from __future__ import annotations
 
-import json
 import math
 import textwrap
 from pathlib import Path
@@ -21,6 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MultipleLocator, PercentFormatter  # noqa: E402
 
+from .config import match_key  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .store import epochs_frame  # noqa: E402
 from .tables import block_title, default_epochs, secs, summarise  # noqa: E402
@@ -37,23 +37,17 @@ MAX_NAMED = 3  # failed runs named in a footnote; more would crowd out the figur
 ResultSets = list[tuple[str | None, list[dict]]]
 
 
-def config_key(rec: dict) -> str:
-    """Identity of a run's resolved configuration; repeats share it, and the suite name is only a label."""
-    return json.dumps({k: v for k, v in rec["config"].items() if k not in ("suite", "repeat")},
-                      sort_keys=True, default=str)
-
-
 def match(sets: ResultSets) -> tuple[ResultSets, list[str]]:
     """Keep the configurations every result set holds: lines side by side must be like for like."""
     if len(sets) < 2:
         return sets, []
-    common = set.intersection(*({config_key(r) for r in recs} for _, recs in sets))
+    common = set.intersection(*({match_key(r) for r in recs} for _, recs in sets))
     if not common:
         raise UserError(f"the result sets {', '.join(str(label) for label, _ in sets)} share no run configuration "
                         "(compared without suite name and repeat number): nothing to set side by side")
     kept, notes = [], []
     for label, recs in sets:
-        same = [r for r in recs if config_key(r) in common]
+        same = [r for r in recs if match_key(r) in common]
         if len(same) < len(recs):
             notes.append(f"{label}: {len(recs) - len(same)} run(s) with no counterpart in the other sets left out")
         kept.append((label, same))
