@@ -1,7 +1,9 @@
 """The Keras model of one run: uint8 images -> resize -> normalise -> backbone -> head.
 
 Resizing and normalisation are layers, so they run on the accelerator in the compiled step
-under any Keras backend, and the input pipeline only moves uint8 batches.
+under any Keras backend, and the input pipeline only moves uint8 batches. The frozen-cached mode
+splits the same model in two: the trunk (`feature_extractor`, run once, see features.py) and the
+head (`build_head`), built by the same code as every other mode's head.
 """
 from __future__ import annotations
 
@@ -15,6 +17,25 @@ from .weights import build_backbone, preprocessing
 
 
 def build(config: RunConfig, image_shape: tuple[int, int, int], classes: int) -> keras.Model:
+    inputs, features = _trunk(config, image_shape)
+    return keras.Model(inputs, head(features, config.head, classes), name=f"{config.backbone}_{config.mode}")
+
+
+def feature_extractor(config: RunConfig, image_shape: tuple[int, int, int]) -> keras.Model:
+    """The frozen trunk alone, images -> pooled features: what the frozen-cached mode computes once."""
+    inputs, features = _trunk(config, image_shape)
+    return keras.Model(inputs, features, name=f"{config.backbone}_features")
+
+
+def build_head(config: RunConfig, feature_shape: tuple[int, ...], classes: int) -> keras.Model:
+    """The head alone, on cached features: the same layers `build` puts after the pooling."""
+    keras.config.set_dtype_policy(config.precision)
+    inputs = keras.Input(feature_shape, name="features")
+    return keras.Model(inputs, head(inputs, config.head, classes), name=f"{config.backbone}_{config.mode}")
+
+
+def _trunk(config: RunConfig, image_shape: tuple[int, int, int]):
+    """uint8 images -> resize -> normalise -> backbone -> pooling; (inputs, pooled features)."""
     keras.config.set_dtype_policy(config.precision)
     backbone_spec = BACKBONES.get(config.backbone)
     mode = MODES.get(config.mode)
@@ -28,28 +49,32 @@ def build(config: RunConfig, image_shape: tuple[int, int, int], classes: int) ->
     x = Normalize(preprocessing(backbone_spec, config.weights), name="normalize")(x)
     # training=False pins BatchNorm to inference mode; None lets fit() switch it to training.
     x = backbone(x, training=None if mode.batchnorm_training else False)
-
-    head = config.head
     pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
-            "flatten": keras.layers.Flatten}[head["pooling"]]
-    x = pool(name="pool")(x)
-    for i, units in enumerate(head["dense"]):
-        if head["dropout"]:
-            x = keras.layers.Dropout(head["dropout"], name=f"dropout_{i}")(x)
-        x = keras.layers.Dense(units, activation=head["activation"], name=f"dense_{i}")(x)
-    if head["dropout"]:
-        x = keras.layers.Dropout(head["dropout"], name="dropout_out")(x)
+            "flatten": keras.layers.Flatten}[config.head["pooling"]]
+    return inputs, pool(name="pool")(x)
+
+
+def head(x, spec: dict, classes: int):
+    """The new classifier on pooled features: [dropout] -> dense ... -> softmax (suite key `head`)."""
+    for i, units in enumerate(spec["dense"]):
+        if spec["dropout"]:
+            x = keras.layers.Dropout(spec["dropout"], name=f"dropout_{i}")(x)
+        x = keras.layers.Dense(units, activation=spec["activation"], name=f"dense_{i}")(x)
+    if spec["dropout"]:
+        x = keras.layers.Dropout(spec["dropout"], name="dropout_out")(x)
     # Softmax in float32 even under mixed precision, as Keras's mixed-precision guide advises.
-    outputs = keras.layers.Dense(classes, activation="softmax", dtype="float32", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=f"{config.backbone}_{config.mode}")
+    return keras.layers.Dense(classes, activation="softmax", dtype="float32", name="predictions")(x)
 
 
 def compile(model: keras.Model, config: RunConfig) -> None:
     optimizer = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
                  "rmsprop": keras.optimizers.RMSprop}[config.optimizer](learning_rate=config.learning_rate)
-    jit = {"auto": "auto", "on": True, "off": False}[config.jit_compile]
-    model.compile(optimizer=optimizer, loss=config.loss, metrics=["accuracy"], jit_compile=jit,
+    model.compile(optimizer=optimizer, loss=config.loss, metrics=["accuracy"], jit_compile=jit_compile(config),
                   steps_per_execution=config.steps_per_execution)
+
+
+def jit_compile(config: RunConfig):
+    return {"auto": "auto", "on": True, "off": False}[config.jit_compile]
 
 
 def parameter_counts(model: keras.Model) -> dict:

@@ -29,14 +29,17 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
     """Train one run and return its record; a failure is recorded, not raised."""
     import keras
 
+    from . import features, inputs
     from . import model as model_lib
     from .clock import EpochClock
+    from .memory import Peak
     from .weights import identity
 
     record = {"schema": RECORD_SCHEMA, "run_id": config.run_id, "suite": config.suite,
               "config": config.to_dict(), "started": _now(), "status": "running", "error": None,
               "environment": environment, "weights": identity(config.weights), "epochs": []}
     clock = None
+    memory = Peak().start()
     try:
         keras.utils.set_random_seed(config.seed + config.repeat)
         t = time.perf_counter()
@@ -47,8 +50,19 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
                           "train_images": len(data.x_train), "val_images": len(data.x_val),
                           "image_shape": list(data.x_train.shape[1:])}
 
+        mode = MODES.get(config.mode)
+        x_train, x_val = data.x_train, data.x_val
+        if mode.cached_features:  # extraction is timed apart: the epochs then time the head alone
+            cached = features.obtain(config, data, record["data"]["fingerprint"])
+            record["features"] = cached.info
+            x_train, x_val = cached.x_train, cached.x_val
+            # Re-seeded so that the head starts and shuffles the same whether the cache hit or the
+            # extraction (building the backbone) drew random numbers.
+            keras.utils.set_random_seed(config.seed + config.repeat)
+
         t = time.perf_counter()
-        model = model_lib.build(config, data.x_train.shape[1:], data.classes)
+        build = model_lib.build_head if mode.cached_features else model_lib.build
+        model = build(config, x_train.shape[1:], data.classes)
         model_lib.compile(model, config)
         record["build_seconds"] = time.perf_counter() - t
         record["params"] = model_lib.parameter_counts(model)
@@ -59,9 +73,14 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
         if config.loss == "categorical_crossentropy":
             y_train = keras.utils.to_categorical(y_train, data.classes)
             y_val = keras.utils.to_categorical(y_val, data.classes)
-        clock = EpochClock(len(data.x_train), stop_requested=lambda: bool(_stop_code))
-        model.fit(data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
-                  validation_data=(data.x_val, y_val), callbacks=[clock], verbose=verbose, shuffle=True)
+        fit_args, pipeline = inputs.fit_arguments(x_train, y_train, x_val, y_val, config.batch_size,
+                                                  int(model.steps_per_execution))
+        record["execution"] = {"batch_size": config.batch_size, "steps_per_execution": int(model.steps_per_execution),
+                               "train_steps_per_epoch": -(-len(x_train) // config.batch_size),
+                               "inputs": "cached features" if mode.cached_features else "uint8 images",
+                               "pipeline": pipeline}
+        clock = EpochClock(len(x_train), stop_requested=lambda: bool(_stop_code))
+        model.fit(epochs=config.epochs, callbacks=[clock], verbose=verbose, **fit_args)
         _check_stop()
         record["status"] = "diverged" if clock.diverged else "ok"
         if clock.diverged:
@@ -74,6 +93,8 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
     finally:
         if clock is not None:
             record["epochs"] = clock.rows
+        memory.stop()
+        record["memory"] = memory.record()
         record["finished"] = _now()
         keras.backend.clear_session()  # free the model before the next run builds its own
     return record

@@ -21,7 +21,7 @@ BLOCK_KEYS = ["backbone", "dataset", "input_size", "weights", "backend", "precis
 
 
 def _mode_order(mode: str) -> tuple:
-    names = ["frozen", "unfrozen", "scratch"]
+    names = ["frozen", "frozen-cached", "unfrozen", "scratch"]
     return (names.index(mode) if mode in names else len(names), mode)
 
 
@@ -119,7 +119,9 @@ def markdown(table: pd.DataFrame, epochs: list[int]) -> str:
         parts.append("\n".join(lines))
     note = ("Time per epoch: median of the steady-state epochs (2 onwards; training plus validation, as Keras "
             "prints it). First epoch: includes tracing and compilation."
-            + (" Repeats: median (min–max)." if (table["ok"] > 1).any() else ""))
+            + (" Repeats: median (min–max)." if (table["ok"] > 1).any() else "")
+            + (f" {mode_label('frozen-cached')}: the head alone, on features computed once (the one-off extraction is "
+               "the records' `features.extract_seconds`)." if (table["mode"] == "frozen-cached").any() else ""))
     return "\n\n".join(parts) + "\n\n" + note + "\n"
 
 

@@ -18,7 +18,7 @@ matrix: {backbone: mobilenet_v2_035, dataset: synthetic, mode: [frozen, unfrozen
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(UnknownName, match="unknown mode 'frozn' \\(did you mean 'frozen'\\?\\); valid: frozen, scratch, unfrozen"):
+    with pytest.raises(UnknownName, match="unknown mode 'frozn' \\(did you mean 'frozen'\\?\\); valid: frozen, frozen-cached, scratch, unfrozen"):
         MODES.get("frozn")
     assert BACKBONES.names() == ["efficientnet_b0", "inception_v3", "mobilenet_v2", "mobilenet_v2_035", "resnet50",
                                  "vgg16", "vgg19"]

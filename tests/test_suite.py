@@ -95,7 +95,7 @@ datasets:
      "suite.yaml:9: matrix.backbone[0]: unknown backbone 'mobilenetv2' (did you mean 'mobilenet_v2'?); valid: "
      "efficientnet_b0, inception_v3, mobilenet_v2, mobilenet_v2_035, resnet50, vgg16, vgg19"),
     (BASE.replace("[frozen, scratch]", "[frozen, finetune]"),
-     "suite.yaml:11: matrix.mode[1]: unknown mode 'finetune'; valid: frozen, scratch, unfrozen"),
+     "suite.yaml:11: matrix.mode[1]: unknown mode 'finetune'; valid: frozen, frozen-cached, scratch, unfrozen"),
     (BASE.replace("dataset: fashion_mnist", "dataset: cifar"),
      "suite.yaml:10: matrix.dataset: unknown dataset 'cifar' (did you mean 'cifar10'?)"),
     (BASE.replace("input_size: 32", "input_size: 16"),
