@@ -168,6 +168,16 @@ def _check_stop() -> None:
         raise Interrupted(_stop_code[0])
 
 
+def _recorded(folder: Path, config: RunConfig) -> dict | None:
+    """This run's record: under its file name, or under the name an older tlbench gave the same config
+    (fields added since get their defaults), so an old record is superseded, never left beside the new one."""
+    record = store.read_record(store.run_path(folder, config.run_id))
+    if record is None and (Path(folder) / "runs").is_dir():
+        record = next((r for r in store.read_runs(folder)
+                       if RunConfig.from_dict(r["config"]).digest == config.digest), None)
+    return record
+
+
 def _decide(existing: dict | None, key: str, force: bool, rerun_failed: bool) -> str | None:
     """Why a recorded run is skipped, or None to run it."""
     if existing is None or force:
@@ -202,7 +212,7 @@ def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: boo
                     out(f"{prefix}: another runner (pid {holder}) is running it, skipped")
                     continue
                 # read under the lock: a concurrent runner may have just finished this run
-                existing = store.read_record(store.run_path(folder, config.run_id))
+                existing = _recorded(folder, config)
                 reason = _decide(existing, key, force, rerun_failed)
                 if reason:
                     out(f"{prefix}: {reason} in {store.run_path(folder, config.run_id)}, skipped"

@@ -199,3 +199,18 @@ def test_any_nearly_right_suite_validates_or_gives_located_errors(tmp_path, doc)
 @given(text=st.text(max_size=200))
 def test_any_text_is_a_suite_or_a_located_error(tmp_path, text):
     _validates_or_locates_errors(tmp_path / "t.yaml", text)
+
+
+def test_a_record_named_by_an_older_id_scheme_is_superseded_not_doubled(tmp_path):
+    path, results, folder = _suite(tmp_path, defaults={"epochs": 1}, matrix={"mode": ["frozen"]})
+    assert tlbench("run", path, "--results", results, "--quiet").returncode == 0
+    (new,) = (folder / "runs").glob("*.json")
+    old = json.loads(new.read_text())
+    del old["config"]["backend"]  # as tlbench wrote configs before the backend axis
+    old.update(run_id="mobilenet_v2_035-patterns-frozen-r0-0000000000", key="older")
+    new.unlink()
+    (folder / "runs" / f"{old['run_id']}.json").write_text(json.dumps(old))
+    p = tlbench("run", path, "--results", results, "--quiet")
+    assert p.returncode == 0 and "previous record moved to" in p.stdout
+    assert [f.name for f in (folder / "runs").glob("*.json")] == [new.name]
+    assert len(list((folder / "superseded").glob("*.json"))) == 1
