@@ -18,7 +18,6 @@ from .errors import UserError
 from .modes import MODES
 from .suite import Suite
 
-RECORD_SCHEMA = store.SCHEMA
 
 
 def _now() -> str:
@@ -35,7 +34,7 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
     from .memory import Peak
     from .weights import identity
 
-    record = {"schema": RECORD_SCHEMA, "run_id": config.run_id, "suite": config.suite,
+    record = {"schema": store.SCHEMA, "run_id": config.run_id, "suite": config.suite,
               "config": config.to_dict(), "started": _now(), "status": "running", "error": None,
               "environment": environment, "weights": identity(config.weights), "epochs": []}
     clock = None
