@@ -7,8 +7,8 @@
 The machine id is read from the records' environment, not from the machine running the command,
 so a baseline can be saved or looked up anywhere without importing a backend:
 
-  <accelerator or CPU model>[-x<count>]_<keras backend>_<os>[-<arch>]
-  e.g. nvidia-h100-80gb-hbm3_tensorflow_linux-x86_64, cpu-amd-epyc-7b13_jax_linux-x86_64
+  <accelerator or CPU model>[-x<count>][-<usable CPU cores>c]_<keras backend>_<os>[-<arch>]
+  e.g. nvidia-h100-80gb-hbm3-26c_tensorflow_linux-x86_64, cpu-amd-epyc-7b13-2c_jax_linux-x86_64
 
 Versions of Keras/TF/JAX and the project commit are deliberately left out: a change of those is
 what a comparison against the baseline is meant to test.
@@ -34,7 +34,10 @@ def _slug(text: str) -> str:
 
 def machine_id(env: dict) -> str:
     count = env.get("accelerator_count") or 0
-    device = _slug(env.get("device") or "unknown") + (f"-x{count}" if count > 1 else "")
+    cores = (env.get("cpu_info") or {}).get("cores") or env.get("cpu_count")
+    # Cores are the CPU's share of the hardware: a 2-core VM and a 64-core server of one CPU model differ.
+    device = (_slug(env.get("device") or "unknown") + (f"-x{count}" if count > 1 else "")
+              + (f"-{cores}c" if cores else ""))
     plat = str(env.get("platform") or "unknown")
     # platform.platform() carries kernel and libc versions, which change under a fixed machine: keep OS + arch.
     arch = next((a for a in ARCHES if a in plat), None)

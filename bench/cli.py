@@ -1,7 +1,7 @@
 """tlbench's subcommands. Each parses its arguments and calls one function; errors become exit codes.
 
-Exit codes: 0 success, 1 some runs failed, 2 bad input (suite, results, data, weights),
-130 interrupted by Ctrl-C, 143 by SIGTERM.
+Exit codes: 0 success, 1 some runs failed (compare: a regression), 2 bad input (suite, results, data,
+weights; compare: also nothing compared), 3 compare inconclusive, 130 interrupted by Ctrl-C, 143 by SIGTERM.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from .errors import ConfigError, SuiteErrors, UserError
 from .registry import UnknownName
 
-EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _load_suite(args):
@@ -73,6 +73,8 @@ def cmd_run(args) -> int:
 
     s = _load_suite(args)
     folder = Path(args.results) / s.name
+    for line in _foreign_records(folder, s, Path(args.suite).read_text()):
+        print(f"warning: {line}", file=sys.stderr)
     atomic_write(folder / "suite.yaml", Path(args.suite).read_text())
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGINT, _stop_on_signal)
@@ -103,6 +105,32 @@ def cmd_run(args) -> int:
     for r in bad:
         print(f"{r['status']}: {r['run_id']}: {r['error']}", file=sys.stderr)
     return EXIT_FAILED_RUNS if bad else EXIT_OK
+
+
+def _foreign_records(folder: Path, s, suite_text: str) -> list[str]:
+    """What in a results folder this suite run did not make: records of other settings or suites, which
+    the table shows as rows of their own, and another suite file about to be replaced."""
+    from .config import match_key
+    from .store import read_runs
+
+    notes = []
+    copy = folder / "suite.yaml"
+    if copy.is_file() and copy.read_text(errors="replace") != suite_text:
+        notes.append(f"{copy} held another suite file; it is replaced by {s.file}")
+    if not (folder / "runs").is_dir():
+        return notes
+    try:
+        records = read_runs(folder)
+    except UserError:
+        return notes  # a damaged record is reported where it is read for the table
+    ours = {match_key({"config": r.to_dict()}) for r in s.runs}
+    foreign = [r for r in records if match_key(r) not in ours]
+    if foreign:
+        suites = sorted({str(r.get("suite")) for r in foreign})
+        notes.append(f"{folder} already holds {len(foreign)} record(s) of other settings (suite "
+                     f"{', '.join(suites)}; e.g. {foreign[0]['run_id']}): the table shows them as separate rows. "
+                     "Use --results DIR to keep this run's results apart")
+    return notes
 
 
 def _child_argv(args, backend: str) -> list[str]:
@@ -179,9 +207,12 @@ def cmd_compare(args) -> int:
     print(report.text, end="")
     for path in compare.write(report, Path(args.out) if args.out else current):
         print(f"wrote {path}")
-    for line in report.warnings + [f"regressed: {r}" for r in report.regressions]:
+    for line in (report.warnings + [f"regressed: {r}" for r in report.regressions]
+                 + [f"inconclusive: {r}" for r in report.inconclusive]):
         print(line, file=sys.stderr)
-    return EXIT_FAILED_RUNS if report.regressions else EXIT_OK
+    if report.regressions:
+        return EXIT_FAILED_RUNS
+    return EXIT_INCONCLUSIVE if report.inconclusive else EXIT_OK
 
 
 def cmd_baseline_save(args) -> int:
@@ -241,8 +272,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--min-top1", type=int, default=17)
     v.set_defaults(fn=cmd_weights_verify)
 
-    c = sub.add_parser("compare", help="regression check of a results folder against a baseline "
-                       "(exit 0 none, 1 regressed, 2 bad input or different hardware)")
+    c = sub.add_parser("compare", help="regression check of a results folder against a baseline (exit 0 ok, "
+                       "1 regressed, 2 bad input, nothing compared or different hardware, 3 inconclusive)")
     c.add_argument("baseline", nargs="?", help="baseline results folder")
     c.add_argument("current", nargs="?", help="results folder to check; compare.md/.csv are written here")
     c.add_argument("--against-baseline", metavar="RESULTS",

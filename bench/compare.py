@@ -1,47 +1,64 @@
 """Regression check: one results folder against a baseline, configuration by configuration.
 
 Runs match by their resolved configuration minus 'suite' and 'repeat', so the repeats of one
-configuration form a group on each side. Per group and metric the medians over repeats are compared:
+configuration form a group on each side. Per group and metric:
 
-  time        steady-state seconds per epoch (per run: median of its steady epochs)   worse if higher
-  throughput  steady-state images/second (per run: images / seconds, summed)          worse if lower
-  accuracy    validation accuracy at the reported epochs, in points                    worse if lower
+  time        steady seconds per epoch     per run: the median of its steady epochs   worse if higher
+  throughput  steady images per second     per run: the median of its steady epochs   worse if lower
+  accuracy    validation accuracy at the reported epochs, in points                   worse if lower
 
-A change beyond its threshold regresses only if the spread agrees: with repeats on both sides,
-current's best repeat must be worse than baseline's worst (the ranges do not overlap). A single run
-on a side has no spread, so there the threshold alone decides; the output names the rule used.
-Timings compare only on the same accelerator model: anything else is refused unless forced.
+The rule (stats.py): runs are the independent units; the change is estimated from the per-run values
+with Welch's t 95 % interval (ratio of geometric means for time and throughput, difference of means in
+points for accuracy). A verdict is
+
+  ok            the estimated change is within the threshold
+  regressed     it is beyond the threshold AND the interval excludes no change
+  inconclusive  it is beyond the threshold but the interval still includes no change (too few runs for
+                the spread: the output says about how many runs per side would decide), or, for time and
+                throughput, the two sides ran under different machine load (others' CPU share plus steal
+                differing by more than LOAD_TOLERANCE), so a slowdown may be the neighbours'
+
+Exit codes (cli): 0 ok, 1 a regression, 2 bad input or nothing compared, 3 inconclusive.
+Timings compare only on the same hardware (device, accelerator count, usable CPU cores).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import load, stats
 from .config import NOT_MATCHED, match_key
+from .environment import hardware_label
 from .errors import UserError
 from .store import atomic_write, read_runs
 from .suite import load_regression, threshold
-from .tables import pct, per_run, secs
+from .tables import pct, run_values, secs
 
 DEFAULTS = {"time": 0.10, "throughput": 0.10, "accuracy": 2.0}
-COLUMNS = ["config", "metric", "baseline", "current", "change", "threshold", "threshold_source", "verdict", "rule",
-           "baseline_median", "current_median", "current_runs"]
+# Others' CPU share plus steal, as a fraction of the machine, that may differ between the sides before
+# their timings stop being comparable. 10 % of a 2-core machine is a fifth of a core.
+LOAD_TOLERANCE = 0.10
+COLUMNS = ["config", "metric", "baseline", "current", "change", "interval", "threshold", "threshold_source",
+           "verdict", "why", "baseline_median", "current_median", "baseline_runs", "current_runs"]
 # What the user is testing when they change it: noted in the header, never refused.
 SOFTWARE = [("Keras backend", ("keras_backend",)), ("Keras", ("versions", "keras")),
             ("TensorFlow", ("versions", "tensorflow")), ("JAX", ("versions", "jax")),
             ("PyTorch", ("versions", "torch")), ("NVIDIA driver", ("nvidia_driver",)),
             ("Python", ("python",)), ("git commit", ("git", "commit")), ("tlbench code", ("code_version",))]
 HASHES = {"git commit", "tlbench code"}  # shortened in the header
+VERDICTS = ("ok", "REGRESSED", "inconclusive")
 
 
 @dataclass
 class Report:
     text: str
     rows: pd.DataFrame
-    regressions: list[str] = field(default_factory=list)  # one line per regressed run group and metric
+    regressions: list[str] = field(default_factory=list)  # one line per regressed configuration and metric
+    inconclusive: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -68,12 +85,8 @@ def _values(records, path) -> str:
 
 
 def hardware(records: list[dict]) -> str:
-    """The accelerator model and count a side ran on: the part of the environment timings depend on."""
-    def one(rec):
-        n = _env(rec, ("accelerator_count",)) or 0
-        return str(_env(rec, ("device",))) + (f" ×{n}" if n > 1 else "")
-
-    return "; ".join(sorted({one(r) for r in records}))
+    """The hardware a side ran on: what timings depend on (device, accelerator count, usable cores)."""
+    return "; ".join(sorted({hardware_label(r.get("environment") or {}) for r in records}))
 
 
 def software_notes(base: list[dict], cur: list[dict]) -> list[str]:
@@ -98,34 +111,65 @@ def resolve_thresholds(config: dict, suite_reg: dict, flags: dict) -> dict[str, 
     return out
 
 
-def judge(metric: str, b: pd.Series, c: pd.Series, limit: float) -> tuple[float, str, str]:
-    """(change, verdict, rule): change is a ratio-1 for time/throughput, points for accuracy."""
+def side_load(records: list[dict]) -> float | None:
+    """The median share of the machine others took (steal included) while a side's runs ran."""
+    values = [v for r in records if (v := load.interference(r.get("load"))) is not None]
+    return float(np.median(values)) if values else None
+
+
+def judge(metric: str, b: list[float], c: list[float], limit: float,
+          loads: tuple[float | None, float | None] = (None, None)) -> tuple[stats.Interval, str, str]:
+    """(interval, verdict, why) for one metric of one configuration: see the module docstring."""
     if metric == "accuracy":
-        change = 100 * (c.median() - b.median())
-        worse, beyond = change < -limit, c.max() < b.min()
-    elif metric == "time":
-        change = c.median() / b.median() - 1
-        worse, beyond = change > limit, c.min() > b.max()
+        iv = stats.difference(b, c)
+        iv = stats.Interval(100 * iv.estimate, 100 * iv.low, 100 * iv.high, iv.runs,
+                            None if iv.spread is None else 100 * iv.spread)
+        beyond, excludes_none = iv.estimate < -limit, iv.high < 0
+        effect = iv.estimate
     else:
-        change = c.median() / b.median() - 1
-        worse, beyond = change < -limit, c.max() < b.min()
-    if not worse or round(change, 9) == round(-limit if metric != "time" else limit, 9):
-        return change, "ok", "within threshold"  # exactly at the threshold (up to float noise) passes
-    if len(b) < 2 or len(c) < 2:
-        return change, "REGRESSED", "threshold (a single run on one side: no spread to check)"
-    if beyond:
-        return change, "REGRESSED", "threshold + spread (current's best repeat is worse than baseline's worst)"
-    return change, "noise", "threshold exceeded, but within the spread (the repeats' ranges overlap)"
+        iv = stats.ratio(b, c)
+        if metric == "time":
+            beyond, excludes_none = iv.estimate > 1 + limit, iv.low > 1
+        else:
+            beyond, excludes_none = iv.estimate < 1 - limit, iv.high < 1
+        effect = math.log(iv.estimate)
+    # Exactly at the threshold (up to float noise) passes.
+    at = {"accuracy": -limit, "time": 1 + limit, "throughput": 1 - limit}[metric]
+    if not beyond or round(iv.estimate, 9) == round(at, 9):
+        return iv, "ok", "within the threshold"
+    if metric != "accuracy" and None not in loads and abs(loads[0] - loads[1]) > LOAD_TOLERANCE:
+        return iv, "inconclusive", (f"the sides ran under different load: other processes and steal took "
+                                    f"{pct(loads[0])} of the machine during the baseline's runs, {pct(loads[1])} "
+                                    "during the current's; re-run both on a quiet machine")
+    if excludes_none:
+        return iv, "REGRESSED", f"beyond the threshold, and the {stats.LEVEL:.0%} interval excludes no change"
+    need = stats.runs_to_decide(effect, iv.spread)
+    if iv.spread is None:
+        advice = "one run per side: run-to-run noise cannot be estimated; use repeats: 3 or more"
+    elif need is None:
+        advice = "the spread is too wide to decide with any practical number of runs"
+    else:
+        advice = f"about {need} runs per side would decide, if the spread stays as measured"
+    return iv, "inconclusive", f"beyond the threshold, but the interval includes no change ({advice})"
 
 
-def _fmt(metric: str, v: pd.Series) -> str:
-    if v.empty:
+def _fmt(metric: str, v: list[float]) -> str:
+    if not v:
         return "—"
-    # tables.secs rounds to 0.1 s; sub-10 s epochs (small suites, fast accelerators) need more digits here.
+    d = stats.describe(v)
     f = {"time": lambda x: f"{x:.3g} s" if x < 10 else secs(x), "throughput": lambda x: f"{x:.0f}",
          "accuracy": pct}[metric]
     unit = " img/s" if metric == "throughput" else ""
-    return f(v.median()) + unit + (f" ({f(v.min())}–{f(v.max())}, {len(v)} runs)" if len(v) > 1 else "")
+    spread = f" [{f(d['q1'])}–{f(d['q3'])}]" if d["n"] > 1 else ""
+    return f"{f(d['median'])}{unit}{spread} ({d['n']} run{'s' if d['n'] > 1 else ''})"
+
+
+def _change(metric: str, iv: stats.Interval) -> tuple[str, str]:
+    if metric == "accuracy":
+        return f"{iv.estimate:+.1f} pt", (f"{iv.low:+.1f} to {iv.high:+.1f} pt" if math.isfinite(iv.low) else "—")
+    sign = lambda r: ("+" if r >= 1 else "") + pct(r - 1)  # noqa: E731
+    return sign(iv.estimate), (f"{sign(iv.low)} to {sign(iv.high)}" if math.isfinite(iv.low) and
+                               math.isfinite(iv.high) else "—")
 
 
 def _label(cfg: dict) -> str:
@@ -149,64 +193,60 @@ def _differences(a: dict, b: dict) -> list[str]:
     return [k for k in sorted(set(a) | set(b)) if k not in NOT_MATCHED and a.get(k) != b.get(k)]
 
 
-def _side(records: list[dict], epochs: list[int]) -> pd.DataFrame:
-    runs = per_run(records, epochs)
-    if runs.empty:
-        return runs
-    keys = {r["run_id"]: match_key(r) for r in records}
-    errors = {r["run_id"]: r.get("error") for r in records}
-    return runs.assign(key=runs.run_id.map(keys), error=runs.run_id.map(errors))
-
-
-def _group(label: str, config: dict, b: pd.DataFrame, c: pd.DataFrame, limits: dict,
-           epochs: list[int] | None) -> tuple[list[dict], list[str]]:
-    """Rows and regression lines for one configuration present on both sides."""
-    bok, cok = b[b.status == "ok"], c[c.status == "ok"]
+def _group(label: str, config: dict, b: list[dict], c: list[dict], limits: dict,
+           epochs: list[int], loads: tuple) -> list[dict]:
+    """Rows for one configuration present on both sides."""
+    bok, cok = [r for r in b if r.get("status") == "ok"], [r for r in c if r.get("status") == "ok"]
+    bv, cv = [run_values(r, epochs) for r in bok], [run_values(r, epochs) for r in cok]
     checks = [("time", "steady s/epoch", "steady_epoch_seconds"),
               ("throughput", "steady img/s", "steady_images_per_second")]
-    checks += [("accuracy", f"val acc @ epoch {n}", f"val_acc_{n}")
-               for n in epochs or sorted({1, int(config.get("epochs", 1))})]
-    rows, regressions = [], []
+    checks += [("accuracy", f"val acc @ epoch {n}", f"val_acc_{n}") for n in epochs]
+    rows = []
     for metric, name, col in checks:
-        bv = pd.to_numeric(bok[col], errors="coerce").dropna()
-        cv = pd.to_numeric(cok[col], errors="coerce").dropna()
+        bs = [v[col] for v in bv if not np.isnan(v[col])]
+        cs = [v[col] for v in cv if not np.isnan(v[col])]
         limit, source = limits[metric]
-        row = {"config": label, "metric": name, "baseline": _fmt(metric, bv), "current": _fmt(metric, cv),
+        row = {"config": label, "metric": name, "baseline": _fmt(metric, bs), "current": _fmt(metric, cs),
                "threshold": {"time": f"+{pct(limit)}", "throughput": f"-{pct(limit)}"}.get(metric, f"-{limit:g} pt"),
-               "threshold_source": source, "baseline_median": bv.median() if len(bv) else np.nan,
-               "current_median": cv.median() if len(cv) else np.nan, "current_runs": " ".join(cok.run_id)}
-        if bv.empty or cv.empty:
-            row.update(change="—", verdict="n/a", rule="no value on one side (failed runs or no such epoch)")
+               "threshold_source": source, "baseline_median": np.median(bs) if bs else np.nan,
+               "current_median": np.median(cs) if cs else np.nan,
+               "baseline_runs": " ".join(r["run_id"] for r in bok), "current_runs": " ".join(r["run_id"] for r in cok)}
+        if not bs or not cs:
+            if metric == "accuracy":
+                continue  # this configuration has no such epoch; compare() refuses epochs no configuration has
+            row.update(change="—", interval="—", verdict="inconclusive",
+                       why="no finished run on one side (see the failed runs)")
         else:
-            change, verdict, rule = judge(metric, bv, cv, limit)
-            text = f"{change:+.1f} pt" if metric == "accuracy" else ("+" if change >= 0 else "") + pct(change)
-            row.update(change=text, verdict=verdict, rule=rule)
-            if verdict == "REGRESSED":
-                regressions.append(f"{label}: {name} {text} (threshold {row['threshold']}; {rule}); "
-                                   f"runs: {', '.join(cok.run_id)}")
+            iv, verdict, why = judge(metric, bs, cs, limit, loads)
+            change, interval = _change(metric, iv)
+            row.update(change=change, interval=interval, verdict=verdict, why=why)
         rows.append(row)
     # A repeat that ran before and fails now is a regression too: CI must not pass on crashes.
-    was = dict(zip(b["repeat"], b.status))
-    for _, run in c[c.status != "ok"].iterrows():
-        if was.get(run["repeat"]) == "ok":  # run.repeat would be Series.repeat, a method
-            regressions.append(f"{label}: status {run.status} (baseline ok); run: {run.run_id}: {run.error}")
-            rows.append({"config": label, "metric": "status", "baseline": "ok", "current": run.status,
-                         "verdict": "REGRESSED", "rule": "failed now, ok in the baseline", "current_runs": run.run_id})
-    return rows, regressions
+    was = {r["config"].get("repeat"): r.get("status") for r in b}
+    for run in c:
+        if run.get("status") != "ok" and was.get(run["config"].get("repeat")) == "ok":
+            rows.append({"config": label, "metric": "status", "baseline": "ok", "current": run.get("status"),
+                         "verdict": "REGRESSED", "why": f"failed now, ok in the baseline: {run.get('error')}",
+                         "current_runs": run["run_id"]})
+    return rows
 
 
-def _unmatched(side: str, key: str, other: set[str], configs: dict, labels: dict, runs: pd.DataFrame) -> dict:
+def _unmatched(side: str, key: str, other: set[str], configs: dict, labels: dict, runs: dict) -> str:
     """A configuration on one side only; says how the nearest one on the other side differs."""
     near = [o for o in other if _label(configs[o]) == _label(configs[key])]
     why = ""
     if near:
         base, cur = (configs[key], configs[near[0]]) if side == "baseline" else (configs[near[0]], configs[key])
-        why = "nearest on the other side differs in " + ", ".join(
+        why = "; nearest on the other side differs in " + ", ".join(
             f"{f}: baseline {base.get(f)!r}, current {cur.get(f)!r}" for f in _differences(base, cur))
-    ids = " ".join(runs[runs.key == key].run_id)
-    return {"config": labels[key], "metric": "status", "verdict": f"unmatched: {side} only", "rule": why,
-            "current_runs": ids if side == "current" else "",
-            "line": f"only in {side}: {labels[key]} ({ids}){'; ' + why if why else ''}"}
+    return f"only in {side}: {labels[key]} ({' '.join(r['run_id'] for r in runs[key])}){why}"
+
+
+def _by_key(records: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        out.setdefault(match_key(r), []).append(r)
+    return out
 
 
 def compare(baseline: Path, current: Path, flags: dict, epochs: list[int] | None = None,
@@ -218,71 +258,89 @@ def compare(baseline: Path, current: Path, flags: dict, epochs: list[int] | None
     hw_b, hw_c = hardware(base_recs), hardware(cur_recs)
     if hw_b != hw_c and not force:
         raise UserError(f"different hardware: baseline '{baseline}' ran on {hw_b}, current "
-                        f"'{current}' on {hw_c}. Timings compare only on the same accelerator "
-                        "model; pass --force-different-hardware to compare anyway")
+                        f"'{current}' on {hw_c}. Timings compare only on the same device, accelerator count "
+                        "and CPU core count; pass --force-different-hardware to compare anyway")
     suite_file = Path(current) / "suite.yaml"
     suite_reg = load_regression(suite_file) if suite_file.is_file() else {}
 
-    configs = {match_key(r): r["config"] for r in base_recs + cur_recs}
+    b_runs, c_runs = _by_key(base_recs), _by_key(cur_recs)
+    configs = {k: recs[0]["config"] for k, recs in {**b_runs, **c_runs}.items()}
     labels = _labels(configs)
-    # Default epochs: 1 and each configuration's last (configurations differ in length).
-    wanted = sorted(set(epochs) if epochs else {1} | {int(c.get("epochs", 1)) for c in configs.values()})
-    b_runs, c_runs = _side(base_recs, wanted), _side(cur_recs, wanted)
-    b_keys = set(b_runs.key) if len(b_runs) else set()
-    c_keys = set(c_runs.key) if len(c_runs) else set()
+    matched = sorted(set(b_runs) & set(c_runs), key=labels.get)
+    unmatched = [_unmatched("baseline", k, set(c_runs) - set(b_runs), configs, labels, b_runs)
+                 for k in sorted(set(b_runs) - set(c_runs), key=labels.get)]
+    unmatched += [_unmatched("current", k, set(b_runs) - set(c_runs), configs, labels, c_runs)
+                  for k in sorted(set(c_runs) - set(b_runs), key=labels.get)]
+    if not matched:
+        raise UserError(f"nothing compared: no configuration of '{baseline}' ran in '{current}' (matched on the "
+                        "whole resolved configuration, suite name and repeat aside).\n  " + "\n  ".join(unmatched))
+    have = {e["epoch"] for k in matched for r in b_runs[k] + c_runs[k] for e in r.get("epochs", [])}
+    if epochs:
+        missing = sorted(set(epochs) - have)
+        if missing:
+            raise UserError(f"--epochs: no run on both sides has epoch {', '.join(map(str, missing))} "
+                            f"(the compared runs have epochs {min(have, default=0)}–{max(have, default=0)})")
+    loads = (side_load(base_recs), side_load(cur_recs))
 
-    rows, regressions = [], []
-    for key in sorted(b_keys & c_keys, key=labels.get):
-        r, reg = _group(labels[key], configs[key], b_runs[b_runs.key == key], c_runs[c_runs.key == key],
-                        resolve_thresholds(configs[key], suite_reg, flags), epochs)
-        rows += r
-        regressions += reg
-    unmatched = [_unmatched("baseline", k, c_keys - b_keys, configs, labels, b_runs)
-                 for k in sorted(b_keys - c_keys, key=labels.get)]
-    unmatched += [_unmatched("current", k, b_keys - c_keys, configs, labels, c_runs)
-                  for k in sorted(c_keys - b_keys, key=labels.get)]
-    failed = [f"{side}: {run.run_id}: {run.status}: {run.error}"
-              for side, runs in (("baseline", b_runs), ("current", c_runs)) if len(runs)
-              for _, run in runs[runs.status != "ok"].iterrows()]
-
-    table = pd.DataFrame(rows + unmatched, columns=COLUMNS)
-    lines = [u["line"] for u in unmatched]
-    text = _markdown(baseline, current, base_recs, cur_recs, hw_b, hw_c, table, regressions, lines, failed)
+    rows = []
+    for key in matched:
+        cfg = configs[key]
+        wanted = epochs or sorted({1, int(cfg.get("epochs", 1))})
+        rows += _group(labels[key], cfg, b_runs[key], c_runs[key], resolve_thresholds(cfg, suite_reg, flags),
+                       wanted, loads)
+    failed = [f"{side}: {r['run_id']}: {r.get('status')}: {r.get('error')}"
+              for side, recs in (("baseline", base_recs), ("current", cur_recs)) for r in recs
+              if r.get("status") != "ok"]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    lines = {v: [f"{r['config']}: {r['metric']} {r.get('change') or ''} ({r['why']}); runs: {r['current_runs']}"
+                 for r in rows if r["verdict"] == v] for v in VERDICTS}
+    text = _markdown(baseline, current, base_recs, cur_recs, hw_b, hw_c, table, lines, unmatched, failed, loads)
     warnings = [f"warning: DIFFERENT HARDWARE (forced): baseline {hw_b}, current {hw_c}"] if hw_b != hw_c else []
-    return Report(text, table, regressions, warnings + [f"unmatched: {u}" for u in lines])
+    return Report(text, table, lines["REGRESSED"], lines["inconclusive"],
+                  warnings + [f"unmatched: {u}" for u in unmatched])
 
 
-def _markdown(baseline, current, base_recs, cur_recs, hw_b, hw_c, table, regressions, unmatched, failed) -> str:
-    lines = ["# Regression check", "",
-             f"Baseline: `{baseline}` ({len(base_recs)} runs) · Current: `{current}` ({len(cur_recs)} runs)", ""]
+def _load_line(loads: tuple) -> str:
+    if None in loads:
+        return "Machine load: not recorded on " + " and ".join(
+            s for s, v in zip(("baseline", "current"), loads) if v is None) + " (records from before tlbench kept it)"
+    same = abs(loads[0] - loads[1]) <= LOAD_TOLERANCE
+    return (f"Machine load (others' CPU share plus steal, median over runs): baseline {pct(loads[0])}, current "
+            f"{pct(loads[1])} — " + ("comparable" if same else
+                                      f"**different** (more than {pct(LOAD_TOLERANCE)} apart): timing changes "
+                                      "cannot be told from the neighbours' and are inconclusive"))
+
+
+def _markdown(baseline, current, base_recs, cur_recs, hw_b, hw_c, table, lines, unmatched, failed, loads) -> str:
+    out = ["# Regression check", "",
+           f"Baseline: `{baseline}` ({len(base_recs)} runs) · Current: `{current}` ({len(cur_recs)} runs)", ""]
     if hw_b != hw_c:
-        lines += [f"> **⚠ DIFFERENT HARDWARE — compared only because of --force-different-hardware.** Baseline ran "
-                  f"on {hw_b}, current on {hw_c}: time and throughput changes measure the hardware, not the "
-                  "software.", ""]
+        out += [f"> **⚠ DIFFERENT HARDWARE — compared only because of --force-different-hardware.** Baseline ran "
+                f"on {hw_b}, current on {hw_c}: time and throughput changes measure the hardware, not the "
+                "software.", ""]
     else:
-        lines += [f"Hardware: {hw_c} (same on both sides)", ""]
+        out += [f"Hardware: {hw_c} (same on both sides)", ""]
     notes = software_notes(base_recs, cur_recs)
-    lines += [f"Software changed (what this comparison tests): {'; '.join(notes)}" if notes
-              else "Software: same backend, versions and commit on both sides", ""]
-    cols = COLUMNS[:9]
-    compared = table[table.verdict.isin(["ok", "REGRESSED", "noise", "n/a"])] if len(table) else table
-    if len(compared):
-        lines += ["| Configuration | Metric | Baseline | Current | Change | Threshold | From | Verdict | Rule |",
-                  "|---|---|---:|---:|---:|---:|---|---|---|"]
-        lines += ["| " + " | ".join(str(r.get(c, "")) if pd.notna(r.get(c, "")) else "" for c in cols) + " |"
-                  for _, r in compared.iterrows()]
-    else:
-        lines.append("_no configuration ran on both sides_")
-    lines += ["", f"**Regressed: {len(regressions)}**" if regressions else "**No regressions.**"]
-    lines += [f"- {r}" for r in regressions]
-    lines += ["", "Rules: a change regresses when it is beyond its threshold and, with repeats on both sides, "
-              "current's best repeat is worse than baseline's worst; 'noise' = beyond the threshold but within "
-              "the spread (not counted). Values: median over repeats (min–max)."]
+    out += [f"Software changed (what this comparison tests): {'; '.join(notes)}" if notes
+            else "Software: same backend, versions and commit on both sides", "", _load_line(loads), ""]
+    out += ["| Configuration | Metric | Baseline | Current | Change | 95% interval | Threshold | Verdict | Why |",
+            "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    cols = ["config", "metric", "baseline", "current", "change", "interval", "threshold", "verdict", "why"]
+    out += ["| " + " | ".join(str(r[c]) if pd.notna(r[c]) else "" for c in cols) + " |" for _, r in table.iterrows()]
+    regressed, unsure = lines["REGRESSED"], lines["inconclusive"]
+    out += ["", f"**Regressed: {len(regressed)}**" if regressed else
+            (f"**Inconclusive: {len(unsure)}** (no regression shown, none ruled out)" if unsure
+             else "**No regressions.**")]
+    out += ["", "Rule: runs are the independent units (each run's value is the median of its steady epochs, or its "
+            "accuracy at the epoch). A change beyond its threshold is a regression only if Welch's t 95 % interval "
+            "over the per-run values (a ratio for times and throughputs, points for accuracy) excludes no change, "
+            "and, for timings, both sides ran under comparable load; otherwise it is inconclusive. Cells: median "
+            "[interquartile range] over runs."]
     if unmatched:
-        lines += ["", "### Unmatched configurations (not compared)", *[f"- {u}" for u in unmatched]]
+        out += ["", "### Unmatched configurations (not compared)", *[f"- {u}" for u in unmatched]]
     if failed:
-        lines += ["", "### Failed runs", *[f"- {f}" for f in failed]]
-    return "\n".join(lines) + "\n"
+        out += ["", "### Failed runs", *[f"- {f}" for f in failed]]
+    return "\n".join(out) + "\n"
 
 
 def write(report: Report, out: Path) -> list[Path]:

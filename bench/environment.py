@@ -5,6 +5,7 @@ run does not use. Only the accelerator query touches the active backend.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
@@ -17,9 +18,24 @@ from .identity import code_version
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "torch", "numpy", "pandas", "tlbench")
+# Accelerator runtimes that ship as their own distributions (jax's CUDA plugin and PJRT, NVIDIA's CUDA
+# libraries, TPU runtime): a new build of any of them can change speed without a framework version change.
+_RUNTIME_PREFIXES = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "nvidia-", "libtpu", "tensorflow-metal")
+# Environment variables that change numerics, kernels, threading or memory behaviour: part of a
+# measurement's identity (identity.run_key), recorded with every run.
+NUMERICS_ENV = ("XLA_FLAGS", "TF_XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS",
+                "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "OPENBLAS_CORETYPE", "NVIDIA_TF32_OVERRIDE", "TF_GPU_ALLOCATOR", "TF_FORCE_GPU_ALLOW_GROWTH",
+                "TF_DETERMINISTIC_OPS", "TF_CUDNN_DETERMINISTIC", "XLA_PYTHON_CLIENT_PREALLOCATE",
+                "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR", "JAX_DEFAULT_MATMUL_PRECISION",
+                "JAX_ENABLE_X64", "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF",
+                "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
+# Instruction-set extensions that decide which CPU kernels oneDNN, XLA and Eigen pick.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
 
 
-def _version(pkg: str) -> str | None:
+def package_version(pkg: str) -> str | None:
     try:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
@@ -61,14 +77,46 @@ def git_state() -> dict:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == field:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def _cgroup_quota_cores() -> float | None:
+    """The CPU quota of this process's cgroup in cores (v2 cpu.max, v1 cfs_quota_us), None when unlimited."""
+    for path, parse in ((Path("/sys/fs/cgroup/cpu.max"), lambda t: t.split()),
+                        (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                         lambda t: [t.strip(), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()])):
+        try:
+            quota, period = parse(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if quota in ("max", "-1"):
+            return None
+        return round(int(quota) / int(period), 2)
+    return None
+
+
+def cpu() -> dict:
+    """The CPU as the process sees it: the cores it may run on (affinity and cgroup quota), not the host's count."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    quota = _cgroup_quota_cores()
+    flags = set((_cpuinfo("flags") or _cpuinfo("Features") or "").split())
+    return {"model": cpu_model(), "cores": min(usable, math.ceil(quota)) if quota else usable,
+            "affinity_cores": usable, "quota_cores": quota, "host_cores": os.cpu_count(),
+            "isa": [f for f in ISA_FLAGS if f in flags]}
 
 
 def _memory_gib() -> float | None:
@@ -134,15 +182,50 @@ def backend_build(backend: str) -> dict:
     if backend == "torch":
         import torch
 
-        return {"cuda_version": torch.version.cuda} if torch.version.cuda else {}
+        if not torch.version.cuda:
+            return {}
+        return {"cuda_version": torch.version.cuda, "cudnn_version": torch.backends.cudnn.version()}
+    if backend == "jax":
+        import jax
+
+        # The PJRT plugin's own account of its CUDA/ROCm build ("cuda 12080" and the like); "cpu" otherwise.
+        version = getattr(jax.devices()[0].client, "platform_version", None)
+        return {"platform_version": version} if version and jax.default_backend() != "cpu" else {}
     return {}
 
 
-def _nvidia_driver() -> str | None:
+def _nvidia_smi() -> list[dict]:
+    """Every NVIDIA GPU of the machine with its memory and driver, whatever the Keras backend sees."""
     if shutil.which("nvidia-smi") is None:
-        return None
-    out = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
-    return out.splitlines()[0] if out else None
+        return []
+    out = _run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"])
+    gpus = []
+    for line in (out or "").splitlines():
+        name, memory, driver = (p.strip() for p in line.split(","))
+        gpus.append({"name": name, "memory_gib": round(float(memory) / 1024, 1) if memory.isdigit() else None,
+                     "driver": driver})
+    return gpus
+
+
+def runtimes() -> dict:
+    """Versions of the accelerator runtime distributions installed beside the frameworks."""
+    found = {}
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name.startswith(_RUNTIME_PREFIXES):
+            found[name] = dist.version
+    return dict(sorted(found.items()))
+
+
+def numerics_env() -> dict:
+    return {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}
+
+
+def hardware_label(env: dict) -> str:
+    """'CPU: AMD EPYC 7B13 · 2 cores' or 'NVIDIA H100 80GB HBM3 ×8 · 26 cores': what timings depend on."""
+    n = env.get("accelerator_count") or 0
+    cores = (env.get("cpu_info") or {}).get("cores") or env.get("cpu_count")
+    return f"{env.get('device')}" + (f" ×{n}" if n > 1 else "") + (f" · {cores} cores" if cores else "")
 
 
 def capture() -> dict:
@@ -150,17 +233,23 @@ def capture() -> dict:
 
     backend = keras.config.backend()
     acc = accelerators(backend)
+    gpus = _nvidia_smi()
+    info = cpu()
     return {
-        "device": acc[0]["name"] if acc else f"CPU: {cpu_model()}",
+        "device": acc[0]["name"] if acc else f"CPU: {info['model']}",
         "accelerators": acc,
         "accelerator_count": len(acc),
-        "nvidia_driver": _nvidia_driver(),
+        "nvidia_gpus": gpus,
+        "nvidia_driver": gpus[0]["driver"] if gpus else None,
         "backend_build": backend_build(backend),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
+        "cpu": info["model"],
+        "cpu_count": info["cores"],
+        "cpu_info": info,
         "memory_gib": _memory_gib(),
         "keras_backend": backend,
-        "versions": {p: v for p in _PACKAGES if (v := _version(p))},
+        "versions": {p: v for p in _PACKAGES if (v := package_version(p))},
+        "runtimes": runtimes(),
+        "numerics_env": numerics_env(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": platform.node(),

@@ -1,10 +1,19 @@
 """When are two runs the same run? When nothing that could change their numbers differs.
 
-A record is reused (a suite re-run skips it) only if its key matches: the resolved config,
-the exact weights (file hash), the package versions, tlbench's own code, the backend and the
-machine (its device and a per-machine id kept in ~/.cache/tlbench). Anything else is a
-different measurement and is run again, so a stale result is never served. The record's file
-name stays the readable, config-only run id.
+A record is reused (a suite re-run skips it) only if its key matches. The key hashes the parts below,
+and the record keeps the parts themselves (`key_parts`), so a re-run can say which part changed:
+
+  config      the resolved run configuration (its digest)
+  weights     the exact weights (file SHA-256, or the source name)
+  code        tlbench's code on the run path (RUN_PATH): not the plots, tables, report or CLI, whose
+              edits change no measurement and must not cost hours of re-measuring
+  versions    Keras, TensorFlow, JAX, jaxlib, torch, numpy; accelerator runtimes (jax CUDA plugins,
+              NVIDIA libraries); Python
+  platform    the Keras backend, the CUDA/cuDNN build, the NVIDIA driver
+  env         environment variables that change numerics, kernels or threads (XLA_FLAGS, ...)
+  hardware    device, accelerator count, usable CPU cores, and a per-machine id kept in ~/.cache/tlbench
+
+The record's file name stays the readable, config-only run id.
 """
 from __future__ import annotations
 
@@ -16,25 +25,63 @@ from pathlib import Path
 from .config import RunConfig
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+# The modules whose code can change what a run measures: building the data, the model and its
+# weights, training, timing and the record's measured fields. tests/test_identity.py checks that
+# every bench module a run imports is either here or in NOT_MEASURING.
+RUN_PATH = ("backbones.py", "clock.py", "config.py", "datasets.py", "features.py", "inputs.py", "load.py",
+            "memory.py", "model.py", "modes.py", "preprocessing.py", "runner.py", "torch_pickle.py",
+            "torchvision_weights.py", "weights.py")
+# Imported on the way to a run, but changing none of its numbers: naming, bookkeeping and errors.
+NOT_MEASURING = ("__init__.py", "__main__.py", "cli.py", "environment.py", "errors.py", "identity.py",
+                 "registry.py", "store.py", "suite.py")
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """Hash of tlbench's own source: changes with the code, not with commits of results or docs."""
+    """Hash of the run-path modules' source: changes with code that can change a measurement, nothing else."""
     h = hashlib.sha256()
-    for path in sorted(_PACKAGE_DIR.rglob("*")):
-        if path.suffix in {".py", ".yaml"} and "__pycache__" not in path.parts:
-            h.update(path.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes())
+    for name in RUN_PATH:
+        h.update(name.encode() + b"\0" + (_PACKAGE_DIR / name).read_bytes())
     return h.hexdigest()[:16]
 
 
-def run_key(config: RunConfig, environment: dict, weights: dict) -> str:
-    ident = {
+def key_parts(config: RunConfig, environment: dict, weights: dict) -> dict:
+    env = environment
+    return {
         "config": config.digest,
         "weights": weights.get("sha256") or weights.get("source"),
-        "versions": {k: v for k, v in environment.get("versions", {}).items() if k != "pandas"},
-        "code": environment.get("code_version"),
-        "backend": environment.get("keras_backend"),
-        "machine": [environment.get("device"), environment.get("machine_id")],
+        "code": env.get("code_version"),
+        "versions": {**{k: v for k, v in env.get("versions", {}).items() if k not in ("pandas", "tlbench")},
+                     **env.get("runtimes", {}), "python": env.get("python")},
+        "platform": {"backend": env.get("keras_backend"), "build": env.get("backend_build") or {},
+                     "nvidia_driver": env.get("nvidia_driver")},
+        "env": env.get("numerics_env", {}),
+        "hardware": {"device": env.get("device"), "accelerators": env.get("accelerator_count"),
+                     "cores": env.get("cpu_count"), "machine_id": env.get("machine_id")},
     }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def changes(old: dict | None, new: dict) -> list[str]:
+    """What differs between an earlier record's key parts and this run's, in words ('XLA_FLAGS: unset -> ...')."""
+    if not old:
+        return ["the earlier record predates per-part keys, so what changed is unknown"]
+    out = []
+    for part in new:
+        a, b = old.get(part), new[part]
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if a.get(k) != b.get(k):
+                    out.append(f"{part}.{k}: {_show(a.get(k))} -> {_show(b.get(k))}")
+        else:
+            out.append(f"{part}: {_show(a)} -> {_show(b)}")
+    return out
+
+
+def _show(v) -> str:
+    return "unset" if v is None else (str(v)[:12] if isinstance(v, str) and len(v) >= 16 else str(v))

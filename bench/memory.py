@@ -6,9 +6,12 @@ after the largest would report the largest. It still sharpens the sample: if ru_
 the run, the run set a new lifetime peak and ru_maxrss is that peak exactly, spikes between two
 samples included.
 
-Accelerator: TensorFlow's get_memory_info (peak since reset_memory_stats), torch's
-max_memory_allocated (likewise), JAX's memory_stats()["peak_bytes_in_use"] (peak over the
-process's lifetime: JAX has no reset, so the record says so). CPU devices expose none: None.
+Accelerator, summed over every device of the process: TensorFlow's get_memory_info (peak since
+reset_memory_stats), torch's max_memory_allocated per device (likewise). JAX cannot reset its
+peak_bytes_in_use, which is the peak over the process's lifetime, so in a suite every run after the
+largest would report the largest: the same thread samples bytes_in_use, and the lifetime peak is
+taken only when it rose during the run (then this run set it), as for ru_maxrss above. CPU devices
+expose none: None.
 """
 from __future__ import annotations
 
@@ -45,10 +48,18 @@ class Peak:
         self._thread = threading.Thread(target=self._sample, name="tlbench-rss", daemon=True)
         self.start_rss = self.peak_rss = None
         self.accelerator: dict | None = None
+        self._jax_devices: list = []
+        self.jax_sampled_peak = self._jax_lifetime_before = None
 
     def _sample(self):
         while not self._stop.wait(self.interval_s):
             self._update(rss_bytes())
+            self._update_jax()
+
+    def _update_jax(self):
+        if self._jax_devices:
+            in_use = sum((d.memory_stats() or {}).get("bytes_in_use", 0) for d in self._jax_devices)
+            self.jax_sampled_peak = max(self.jax_sampled_peak or 0, in_use)
 
     def _update(self, rss):
         if rss is not None:
@@ -60,6 +71,9 @@ class Peak:
         self._update(self.start_rss)
         try:
             _reset_accelerator()
+            self._jax_devices = _jax_accelerators()
+            self._jax_lifetime_before = _jax_lifetime_peak(self._jax_devices)
+            self._update_jax()
         except Exception:  # noqa: BLE001 -- statistics must never fail a run; stop() says what is known
             pass
         self._thread.start()
@@ -75,10 +89,20 @@ class Peak:
         if lifetime > self._lifetime_before:
             self.peak_rss = max(self.peak_rss or 0, lifetime)
         try:
-            self.accelerator = accelerator_peak()
+            self._update_jax()
+            self.accelerator = accelerator_peak() if not self._jax_devices else self._jax_peak()
         except Exception as e:  # noqa: BLE001 -- statistics must never fail a run
             self.accelerator = {"accelerator_peak_bytes": None,
                                 "accelerator_peak_source": f"unavailable ({type(e).__name__}: {e})"}
+
+    def _jax_peak(self) -> dict:
+        lifetime = _jax_lifetime_peak(self._jax_devices)
+        if lifetime is not None and lifetime > (self._jax_lifetime_before or 0):
+            return {"accelerator_peak_bytes": lifetime,
+                    "accelerator_peak_source": "jax peak_bytes_in_use, which rose during this run (so it is this run's)"}
+        return {"accelerator_peak_bytes": self.jax_sampled_peak,
+                "accelerator_peak_source": f"jax bytes_in_use sampled every {self.interval_s} s during this run "
+                                           "(an earlier run set the process's lifetime peak)"}
 
     def __enter__(self):
         return self.start()
@@ -92,6 +116,20 @@ class Peak:
                 "host_sample_interval_s": self.interval_s, **(self.accelerator or {})}
 
 
+def _jax_accelerators() -> list:
+    if keras.backend.backend() != "jax":
+        return []
+    import jax
+
+    return [d for d in jax.local_devices() if d.platform != "cpu" and d.memory_stats()]
+
+
+def _jax_lifetime_peak(devices: list) -> int | None:
+    if not devices:
+        return None
+    return sum(d.memory_stats().get("peak_bytes_in_use", 0) for d in devices)
+
+
 def _reset_accelerator() -> None:
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -102,12 +140,13 @@ def _reset_accelerator() -> None:
     elif backend == "torch":
         import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+        for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+            torch.cuda.reset_peak_memory_stats(i)
 
 
 def accelerator_peak() -> dict:
-    """Peak accelerator bytes in use (summed over devices), with how it was read; None on CPU."""
+    """Peak accelerator bytes in use under TensorFlow or torch (summed over devices), with how it was read;
+    None on CPU. JAX's is sampled by Peak."""
     backend = keras.backend.backend()
     peak, how = None, None
     if backend == "tensorflow":
@@ -117,17 +156,10 @@ def accelerator_peak() -> dict:
         if gpus:
             peak = sum(tf.config.experimental.get_memory_info(f"GPU:{i}")["peak"] for i in range(len(gpus)))
             how = "tf.config.experimental.get_memory_info peak since the run started"
-    elif backend == "jax":
-        import jax
-
-        stats = [d.memory_stats() for d in jax.local_devices()]
-        if stats and all(s and "peak_bytes_in_use" in s for s in stats):
-            peak = sum(s["peak_bytes_in_use"] for s in stats)
-            how = "jax memory_stats peak_bytes_in_use over the process's lifetime (JAX cannot reset it)"
     elif backend == "torch":
         import torch
 
         if torch.cuda.is_available():
-            peak = torch.cuda.max_memory_allocated()
-            how = "torch.cuda.max_memory_allocated since the run started"
+            peak = sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))
+            how = "torch.cuda.max_memory_allocated since the run started, summed over devices"
     return {"accelerator_peak_bytes": peak, "accelerator_peak_source": how}

@@ -1,11 +1,13 @@
 """Figures from stored records (matplotlib, headless), never from a live run.
 
-  accuracy    validation accuracy per epoch: median over repeats, min-max band
-  epoch_time  seconds per epoch: first epoch (tracing, compilation) and steady state apart
+  accuracy    validation accuracy per epoch: median over runs, interquartile band
+  epoch_time  seconds per epoch: first epoch (tracing, compilation) and steady state apart; bars are
+              medians, error bars the interquartile range, each labelled with its n
   tradeoff    validation accuracy against cumulative wall time
 
-One panel per block (tables.BLOCK_KEYS), one colour and marker per mode, one line style or hatch
-per result set. Figures are built as Figure objects first so that tests read what they show.
+One panel per block of the comparison table (tables.summarise: configurations never pool), one colour
+and marker per mode, one line style or hatch per result set. Figures are built as Figure objects first
+so that tests read what they show.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from matplotlib.ticker import MultipleLocator, PercentFormatter  # noqa: E402
 from .config import match_key  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .store import epochs_frame  # noqa: E402
-from .tables import block_title, default_epochs, secs, summarise  # noqa: E402
+from .environment import hardware_label  # noqa: E402
+from .tables import block_title, default_epochs, group_key, secs, summarise  # noqa: E402
 
 # Okabe-Ito, ordered so the three documented modes get the pairs that stay apart for the common
 # colour-vision deficiencies; markers and dashes carry the same information in greyscale print.
@@ -70,6 +73,7 @@ def environment(records: list[dict]) -> dict[str, str]:
 
     dates = sorted(r["started"][:10] for r in records if r.get("started"))
     return {"device": distinct(lambda r: env(r).get("device")),
+            "hardware": distinct(lambda r: hardware_label(env(r))),
             "tensorflow": distinct(lambda r: (env(r).get("versions") or {}).get("tensorflow")),
             "keras": distinct(lambda r: (env(r).get("versions") or {}).get("keras")),
             "backend": distinct(lambda r: env(r).get("keras_backend")),
@@ -79,7 +83,7 @@ def environment(records: list[dict]) -> dict[str, str]:
 
 def environment_line(records: list[dict]) -> str:
     e = environment(records)
-    return (f"{e['device']} · TensorFlow {e['tensorflow']} · Keras {e['keras']} · backend {e['backend']}"
+    return (f"{e['hardware']} · TensorFlow {e['tensorflow']} · Keras {e['keras']} · backend {e['backend']}"
             f" · runs of {e['date']}")
 
 
@@ -102,15 +106,16 @@ class _Data:
 
     @staticmethod
     def _cumulative(records: list[dict]) -> dict:
-        """(block, mode) -> median cumulative wall seconds at each epoch, over the repeats that finished."""
+        """configuration (tables.group_key) -> median cumulative wall seconds at each epoch, over the runs
+        that finished."""
         ep = epochs_frame(records)
         ep = ep[ep.status == "ok"].sort_values(["run_id", "epoch"]).copy()
         if ep.empty:
             return {}
         ep["cumulative"] = ep.groupby("run_id").epoch_seconds.cumsum()
-        ep["block"] = ep.apply(block_title, axis=1)
-        med = ep.groupby(["block", "mode", "epoch"]).cumulative.median()
-        return {(b, m): g.droplevel([0, 1]) for (b, m), g in med.groupby(level=[0, 1])}
+        ep["group"] = ep.run_id.map({r["run_id"]: group_key(r) for r in records})
+        med = ep.groupby(["group", "epoch"]).cumulative.median()
+        return {g: s.droplevel(0) for g, s in med.groupby(level=0)}
 
     def _footnote(self, notes: list[str]) -> str:
         lines = []
@@ -185,16 +190,17 @@ def _percent_axis(ax) -> None:
 
 def accuracy_figure(d: _Data) -> Figure:
     fig, axes = _figure(len(d.panels), "Validation accuracy per epoch",
-                        d.footnote + "\nLines: median over repeats; band: min–max over repeats.")
+                        d.footnote + "\nLines: median over the n runs in the legend; band: interquartile range "
+                        "over those runs (none for a single run).")
     for ax, panel in zip(axes, d.panels):
         for s, row in d.rows(panel):
-            points = [(n, row[f"val_acc_{n}_median"], row[f"val_acc_{n}_min"], row[f"val_acc_{n}_max"])
+            points = [(n, row[f"val_acc_{n}_median"], row[f"val_acc_{n}_q1"], row[f"val_acc_{n}_q3"])
                       for n in d.epochs if row[f"val_acc_{n}_median"] == row[f"val_acc_{n}_median"]]
             if not points:  # every repeat failed: named in the footnote
                 continue
             x, med, lo, hi = zip(*points)
             st = d.style(s, row["mode"])
-            ax.plot(x, med, label=d.label(s, row), linewidth=2, markersize=6, **st)
+            ax.plot(x, med, label=f"{d.label(s, row)}, n={row['ok']}", linewidth=2, markersize=6, **st)
             if row["ok"] > 1:
                 ax.fill_between(x, lo, hi, color=st["color"], alpha=0.18, linewidth=0)
         ax.set(title=_panel_title(panel), xlabel="Epoch", ylabel="Validation accuracy (%)")
@@ -217,7 +223,9 @@ def _legend_below(ax) -> None:
 
 def epoch_time_figure(d: _Data) -> Figure:
     fig, axes = _figure(2 * len(d.panels), "Seconds per epoch: first epoch and steady state",
-                        d.footnote + "\nBars: median over repeats; error bars: min–max over repeats.", ncols=2)
+                        d.footnote + "\nBars: median of n samples (first epoch: one per run; steady state: every "
+                        "epoch from 2 on of every run); error bars: interquartile range. Training plus validation.",
+                        ncols=2)
     width = 0.8 / len(d.sets)
     for i, panel in enumerate(d.panels):
         for ax, metric, what in ((axes[2 * i], "first_epoch_seconds", "First epoch (includes tracing and compilation)"),
@@ -227,13 +235,14 @@ def epoch_time_figure(d: _Data) -> Figure:
                 if med != med:
                     continue
                 x = d.modes.index(row["mode"]) + (s - (len(d.sets) - 1) / 2) * width
-                err = [[med - row[f"{metric}_min"]], [row[f"{metric}_max"] - med]] if row["ok"] > 1 else None
+                n = int(row[f"{metric}_n"])
+                err = [[med - row[f"{metric}_q1"]], [row[f"{metric}_q3"] - med]] if n > 1 else None
                 bars = ax.bar(x, med, width * 0.9, yerr=err, capsize=4, color=d.style(s, row["mode"])["color"],
                               hatch=HATCHES[s % len(HATCHES)], edgecolor="black", linewidth=0.6,
                               label=d.label(s, row))
-                ax.bar_label(bars, labels=[secs(med)], padding=2, fontsize=7)
+                ax.bar_label(bars, labels=[f"{secs(med)}\nn={n}"], padding=2, fontsize=7)
             ax.set_xticks(range(len(d.modes)), [d.mode_labels[m] for m in d.modes], fontsize=8)
-            ax.set(title=f"{_panel_title(panel)}\n{what}", ylabel="Seconds per epoch (s)")
+            ax.set(title=f"{_panel_title(panel)}\n{what}", ylabel="Seconds per epoch, training + validation")
             ax.title.set_fontsize(9)
             ax.margins(y=0.15)
             ax.grid(axis="y", alpha=0.3)
@@ -249,7 +258,7 @@ def tradeoff_figure(d: _Data) -> Figure:
                         "median over repeats; one marker per epoch.")
     for ax, panel in zip(axes, d.panels):
         for s, row in d.rows(panel):
-            cum = d.cumulative[s].get((panel, row["mode"]))
+            cum = d.cumulative[s].get(row["group"])
             if cum is None:
                 continue
             pts = [(n, cum[n], row[f"val_acc_{n}_median"]) for n in d.epochs

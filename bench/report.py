@@ -44,10 +44,29 @@ def _suite(folder: Path) -> dict:
 def _environment(records: list[dict]) -> str:
     e = plots.environment(records)
     failed = sum(r.get("status") != "ok" for r in records)
-    rows = [("Device", e["device"]), ("TensorFlow", e["tensorflow"]), ("Keras", e["keras"]),
+    rows = [("Hardware", e["hardware"]), ("TensorFlow", e["tensorflow"]), ("Keras", e["keras"]),
             ("Keras backend", e["backend"]), ("Git commit", e["git"]), ("Date of the runs", e["date"]),
             ("Runs", f"{len(records)}" + (f" ({failed} did not finish)" if failed else ""))]
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+
+
+def _costs(table: pd.DataFrame) -> str:
+    """What each configuration took besides time: parameters that train, peak memory, steady throughput."""
+    if table.empty:
+        return "_no runs recorded_\n"
+    lines = ["| Configuration | Trainable parameters | Peak host memory (RSS) | Peak accelerator memory "
+             "| Steady throughput |", "|---|---:|---:|---:|---:|"]
+    for _, row in table.iterrows():
+        gib = lambda m: "—" if pd.isna(row[f"{m}_median"]) else f"{row[f'{m}_median']:.2f} GiB"  # noqa: E731
+        params = "—" if pd.isna(row["trainable_params"]) else f"{int(row['trainable_params']):,}"
+        lines.append(f"| {tables.block_title(row)} · {row['label']} | {params} | {gib('host_peak_rss_gib')} | "
+                     f"{gib('accelerator_peak_gib')} | {tables.cell(row, 'steady_images_per_second', _rate)} |")
+    return "\n".join(lines) + ("\n\nMemory: median over runs of each run's peak. Throughput: images per second "
+                               "of the training pass, every steady epoch a sample.\n")
+
+
+def _rate(v: float) -> str:
+    return f"{v:.0f} img/s"
 
 
 # --- the documents' table beside ours ----------------------------------------------------------
@@ -81,7 +100,7 @@ def _comparison(ref: dict, records: list[dict]) -> str:
         return "_no runs recorded_\n"
     device = plots.environment(records)["device"]
     parts = []
-    for _, block in table.groupby(tables.BLOCK_KEYS, dropna=False, sort=False):
+    for _, block in table.groupby(tables.BLOCK_KEYS + ["variant"], dropna=False, sort=False):
         ours = block.set_index("mode")
         first = block.iloc[0]
         diff = _differences(ref, pd.concat([first, pd.Series({"device": device})]))
@@ -165,7 +184,8 @@ def markdown(folder: Path, records: list[dict], figures: list[Path], out: Path) 
     parts = [f"# tlbench report: {suite.get('name') or folder.name}", ""]
     if suite.get("description"):
         parts += [str(suite["description"]), ""]
-    parts += ["## Environment", "", _environment(records), "## Measured", "", tables.markdown(table, epochs)]
+    parts += ["## Environment", "", _environment(records), "## Measured", "", tables.markdown(table, epochs),
+              "## Cost per run", "", _costs(table)]
     if suite.get("reference"):
         parts += [_reference_section(suite["reference"], records)]
     parts += ["## Figures", ""]

@@ -15,6 +15,7 @@ from typing import Callable
 from . import datasets, store
 from .config import RunConfig
 from .errors import UserError
+from .identity import changes, key_parts, run_key
 from .modes import MODES
 from .suite import Suite
 
@@ -28,9 +29,9 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
     """Train one run and return its record; a failure is recorded, not raised."""
     import keras
 
-    from . import features, inputs
+    from . import features, inputs, load
     from . import model as model_lib
-    from .clock import EpochClock
+    from .clock import EpochClock, measurement
     from .memory import Peak
     from .weights import identity
 
@@ -38,6 +39,7 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
               "config": config.to_dict(), "started": _now(), "status": "running", "error": None,
               "environment": environment, "weights": identity(config.weights), "epochs": []}
     clock = None
+    machine = load.snapshot()
     memory = Peak().start()
     try:
         keras.utils.set_random_seed(config.seed + config.repeat)
@@ -74,10 +76,13 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
             y_val = keras.utils.to_categorical(y_val, data.classes)
         fit_args, pipeline = inputs.fit_arguments(x_train, y_train, x_val, y_val, config.batch_size,
                                                   int(model.steps_per_execution))
+        # What the clock's seconds include: the device sync before each reading, Keras's own per-step
+        # host sync (TensorFlow), the steps per execution and the progress output.
         record["execution"] = {"batch_size": config.batch_size, "steps_per_execution": int(model.steps_per_execution),
                                "train_steps_per_epoch": -(-len(x_train) // config.batch_size),
                                "inputs": "cached features" if mode.cached_features else "uint8 images",
-                               "pipeline": pipeline}
+                               "pipeline": pipeline, "verbose": verbose,
+                               **measurement(keras.backend.backend())}
         clock = EpochClock(len(x_train), stop_requested=lambda: bool(_stop_code))
         model.fit(epochs=config.epochs, callbacks=[clock], verbose=verbose, **fit_args)
         _check_stop()
@@ -94,6 +99,7 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
             record["epochs"] = clock.rows
         memory.stop()
         record["memory"] = memory.record()
+        record["load"] = load.during(machine, load.snapshot())
         record["finished"] = _now()
         keras.backend.clear_session()  # free the model before the next run builds its own
     return record
@@ -177,50 +183,56 @@ def _recorded(folder: Path, config: RunConfig) -> dict | None:
     return record
 
 
-def _decide(existing: dict | None, key: str, force: bool, rerun_failed: bool) -> str | None:
-    """Why a recorded run is skipped, or None to run it."""
-    if existing is None or force:
-        return None
-    if existing.get("key") != key:
-        return None  # another machine, version or code: a different measurement
+def _decide(existing: dict | None, key: str, parts: dict, force: bool, rerun_failed: bool) -> tuple[str | None, str]:
+    """(why a recorded run is skipped, or None to run it; why it runs again, or '')."""
+    if existing is None:
+        return None, ""
+    if force:
+        return None, "--force"
+    if existing.get("key") != key:  # another machine, version, code or setting: a different measurement
+        return None, "what the measurement depends on changed: " + "; ".join(changes(existing.get("key_parts"), parts))
     if existing["status"] != "ok" and rerun_failed:
-        return None
-    return f"already recorded ({existing['status']})"
+        return None, f"--rerun-failed (it {existing['status']})"
+    return f"already recorded ({existing['status']})", ""
 
 
 def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: bool = False,
               out: Callable[[str], None] = print, verbose: int | None = None) -> list[dict]:
     """Run every run not already recorded; each record is written the moment its run ends."""
-    from .environment import capture
-    from .identity import run_key
+    from .environment import capture, hardware_label
     from .weights import identity
 
     folder = Path(folder)
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     environment = capture()
-    out(f"tlbench: suite '{suite.name}', {len(suite.runs)} runs on {environment['device']} "
+    out(f"tlbench: suite '{suite.name}', {len(suite.runs)} runs on {hardware_label(environment)} "
         f"(Keras {environment['versions'].get('keras')}, backend {environment['keras_backend']}) -> {folder}")
     eta, finished = Eta(), []
     try:
         for i, config in enumerate(suite.runs, 1):
             _check_stop()
             prefix = f"run {i}/{len(suite.runs)} {config.label}"
-            key = run_key(config, environment, identity(config.weights))
+            parts = key_parts(config, environment, identity(config.weights))
+            key = run_key(parts)
             with store.run_lock(folder, config.run_id) as holder:
                 if holder is not None:
                     out(f"{prefix}: another runner (pid {holder}) is running it, skipped")
                     continue
                 # read under the lock: a concurrent runner may have just finished this run
                 existing = _recorded(folder, config)
-                reason = _decide(existing, key, force, rerun_failed)
-                if reason:
-                    out(f"{prefix}: {reason} in {store.run_path(folder, config.run_id)}, skipped"
+                skip, again = _decide(existing, key, parts, force, rerun_failed)
+                if skip:
+                    out(f"{prefix}: {skip} in {store.run_path(folder, config.run_id)}, skipped"
                         + (" (--rerun-failed to retry)" if existing["status"] != "ok" else " (--force to re-run)"))
                     continue
+                if again:
+                    out(f"{prefix}: measuring again: {again}")
                 out(f"{prefix} ({_fmt_eta(eta.remaining(suite.runs[i - 1:]))})")
                 t = time.perf_counter()
                 record = run_one(config, environment, verbose)
-                record["key"] = key
+                record.update(key=key, key_parts=parts, rerun_reason=again or None,
+                              schedule={"position": i, "of": len(suite.runs), "this_invocation": len(finished) + 1,
+                                        "order": "round-robin: every configuration once per repeat"})
                 eta.add(config, time.perf_counter() - t)
                 if existing is not None:
                     out(f"{prefix}: previous record moved to {store.supersede(folder, existing)}")

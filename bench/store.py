@@ -21,7 +21,7 @@ import pandas as pd
 
 from .errors import UserError
 
-SCHEMA = 1
+SCHEMA = 2  # 2: key_parts, load, schedule, cpu_info
 RUN_COLUMNS = ["run_id", "suite", "backbone", "dataset", "mode", "repeat", "weights", "input_size",
                "batch_size", "epochs", "optimizer", "learning_rate", "precision", "jit_compile", "backend",
                "device"]
@@ -136,9 +136,19 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                      "trainable_params": rec.get("params", {}).get("trainable"),
                      "non_trainable_params": rec.get("params", {}).get("non_trainable"),
                      "steady_images_per_second": sum(e["train_images"] for e in steady) / train_s if train_s else None,
-                     "build_seconds": rec.get("build_seconds"), "started": rec.get("started"),
+                     "build_seconds": rec.get("build_seconds"),
+                     "host_peak_rss_gib": _gib((rec.get("memory") or {}).get("host_peak_rss_bytes")),
+                     "accelerator_peak_gib": _gib((rec.get("memory") or {}).get("accelerator_peak_bytes")),
+                     "cpu_cores": (rec.get("environment", {}).get("cpu_info") or {}).get("cores"),
+                     "others_cpu_fraction": (rec.get("load") or {}).get("others_fraction"),
+                     "steal_fraction": (rec.get("load") or {}).get("steal_fraction"),
+                     "started": rec.get("started"),
                      "finished": rec.get("finished"), "git_commit": rec.get("environment", {}).get("git", {}).get("commit")})
     return pd.DataFrame(rows)
+
+
+def _gib(n) -> float | None:
+    return round(n / 2**30, 3) if n is not None else None
 
 
 def rebuild(folder: Path) -> list[dict]:

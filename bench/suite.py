@@ -448,7 +448,9 @@ def _apply_cli(c, items, settings, origin, matrix, valid):
 
 
 def _expand(c, name, settings, origin, matrix, rules, custom) -> list[RunConfig]:
-    runs = []
+    """Every run, repeat by repeat: round-robin over the configurations, so that a drift of the machine's
+    speed during a suite spreads over all modes instead of falling on the one whose repeats ran last."""
+    by_repeat: dict[int, list[RunConfig]] = {}
     for combo in itertools.product(*(matrix[a] for a in AXES)):
         at = dict(zip(AXES, combo))
         backend, backbone, dataset, mode = combo
@@ -464,14 +466,14 @@ def _expand(c, name, settings, origin, matrix, rules, custom) -> list[RunConfig]
         params = custom[dataset] if dataset in custom else {"type": dataset, **DATASETS.get(dataset).params}
         input_size = s["input_size"] or BACKBONES.get(backbone).default_size
         for r in range(s["repeats"]):
-            runs.append(RunConfig(
+            by_repeat.setdefault(r, []).append(RunConfig(
                 suite=name, backend=backend, backbone=backbone, dataset=dataset, mode=mode, repeat=r,
                 epochs=s["epochs"], batch_size=s["batch_size"], optimizer=s["optimizer"],
                 learning_rate=s["learning_rate"], loss=s["loss"], input_size=input_size, head=s["head"],
                 train_size=s["train_size"], val_size=s["val_size"], seed=s["seed"], precision=s["precision"],
                 jit_compile=s["jit_compile"], steps_per_execution=s["steps_per_execution"],
                 weights=s["weights"], dataset_params=params))
-    return runs
+    return [run for r in sorted(by_repeat) for run in by_repeat[r]]
 
 
 def _where(o, key):

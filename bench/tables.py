@@ -2,22 +2,33 @@
 
   Training Mode | Val Acc @ 1 epoch | Val Acc @ 5 epoch | Time per epoch | First epoch
 
-one block per backbone x dataset (and anything else that differs between runs: input size,
-weights, backend). "Time per epoch" is the median steady-state epoch (training plus
-validation, what Keras prints); epoch 1, which carries tracing and compilation, is its own
-column. With repeats, each cell is the median over repeats with the min-max range.
+A row is one configuration: the runs that share the whole resolved configuration (all but the suite name
+and the repeat number) and the hardware, so records of other settings in the same folder never pool into
+a row. Rows gather in blocks of one backbone x dataset x input size x weights x backend x precision;
+where rows of one mode still differ (a stale record with other epochs, a second batch size), the block
+splits by what differs and its title says so.
+
+Each cell is the median of its samples with the interquartile range and n (stats.describe): one sample
+per repeat for accuracy and the first epoch, one per steady epoch of every repeat for the time per epoch
+and the throughput. "Time per epoch" is training plus validation, what Keras prints; epoch 1, which
+carries tracing and compilation, is its own column.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .config import NOT_MATCHED
+from .environment import hardware_label
 from .modes import MODES
-from .store import atomic_write, epochs_frame, runs_frame
+from .stats import describe
+from .store import atomic_write, epochs_frame
 
 BLOCK_KEYS = ["backbone", "dataset", "input_size", "weights", "backend", "precision"]
+STATS = ("median", "q1", "q3", "min", "max", "n")
 
 
 def _mode_order(mode: str) -> tuple:
@@ -36,58 +47,91 @@ def default_epochs(ep: pd.DataFrame) -> list[int]:
     return sorted({1, int(ep.groupby("run_id")["epoch"].max().max())})
 
 
-def per_run(records: list[dict], epochs: list[int]) -> pd.DataFrame:
-    """One row per run: status, val accuracy at the chosen epochs, steady and first-epoch seconds."""
-    ep = epochs_frame(records)
-    runs = runs_frame(records)
-    rows = []
-    for _, run in runs.iterrows():
-        e = ep[ep.run_id == run.run_id].set_index("epoch")
-        steady = e[e.phase == "steady"]
-        row = {k: run[k] for k in ["run_id", "repeat", "status", "steady_images_per_second"] + BLOCK_KEYS + ["mode"]}
+def identity_fields(record: dict) -> dict[str, str]:
+    """What makes a row: the resolved configuration (suite and repeat aside) and the hardware, as text."""
+    cfg = {k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+           for k, v in record["config"].items() if k not in NOT_MATCHED}
+    return {**cfg, "hardware": hardware_label(record.get("environment") or {})}
+
+
+def group_key(record: dict) -> str:
+    """The key of a record's row: the same configuration on the same hardware."""
+    return json.dumps(identity_fields(record), sort_keys=True)
+
+
+def _variants(groups: dict[str, dict]) -> dict[str, tuple[str, str]]:
+    """group -> (variant, note). Within a block, a field that differs between groups of the SAME mode splits
+    the block (variant: 'epochs=3'); a field that differs only between modes (a suite's per-mode learning
+    rate) is noted on the row."""
+    out = {}
+    blocks: dict[tuple, list[str]] = {}
+    for g, f in groups.items():
+        blocks.setdefault(tuple(f[k] for k in BLOCK_KEYS), []).append(g)
+    for members in blocks.values():
+        fields = sorted({k for g in members for k in groups[g]} - set(BLOCK_KEYS) - {"mode"})
+        varies = [k for k in fields if len({groups[g].get(k) for g in members}) > 1]
+        within_mode = [k for k in varies if any(len({groups[g].get(k) for g in members
+                                                      if groups[g]["mode"] == m}) > 1
+                                                 for m in {groups[h]["mode"] for h in members})]
+        for g in members:
+            show = lambda keys: ", ".join(f"{k}={groups[g].get(k)}" for k in keys)  # noqa: E731
+            out[g] = (show(within_mode), show([k for k in varies if k not in within_mode]))
+    return out
+
+
+def _samples(records: list[dict], epochs: list[int]) -> dict[str, list[float]]:
+    """Every sample of each metric over the given (finished) records."""
+    out: dict[str, list[float]] = {f"val_acc_{n}": [] for n in epochs}
+    out.update(steady_epoch_seconds=[], first_epoch_seconds=[], steady_images_per_second=[],
+               host_peak_rss_gib=[], accelerator_peak_gib=[])
+    for rec in records:
+        by_epoch = {e["epoch"]: e for e in rec.get("epochs", [])}
         for n in epochs:
-            row[f"val_acc_{n}"] = e.val_accuracy.get(n, np.nan)
-        row["steady_epoch_seconds"] = steady.epoch_seconds.median() if len(steady) else np.nan
-        row["first_epoch_seconds"] = e.epoch_seconds.get(1, np.nan)
-        rows.append(row)
-    return pd.DataFrame(rows)
+            if n in by_epoch:
+                out[f"val_acc_{n}"].append(by_epoch[n].get("val_accuracy"))
+        if 1 in by_epoch:
+            out["first_epoch_seconds"].append(by_epoch[1]["epoch_seconds"])
+        for e in by_epoch.values():
+            if e.get("phase") == "steady":
+                out["steady_epoch_seconds"].append(e["epoch_seconds"])
+                if e.get("train_seconds"):
+                    out["steady_images_per_second"].append(e["train_images"] / e["train_seconds"])
+        memory = rec.get("memory") or {}
+        for field, col in (("host_peak_rss_bytes", "host_peak_rss_gib"),
+                           ("accelerator_peak_bytes", "accelerator_peak_gib")):
+            if memory.get(field) is not None:
+                out[col].append(memory[field] / 2**30)
+    return out
 
 
 def summarise(records: list[dict], epochs: list[int] | None = None) -> tuple[pd.DataFrame, list[int]]:
-    """One row per (block, mode): median, min and max over repeats of every metric."""
+    """One row per configuration: median, quartiles, min, max and n of every metric over its samples."""
     epochs = epochs or default_epochs(epochs_frame(records))
-    runs = per_run(records, epochs)
-    metrics = [f"val_acc_{n}" for n in epochs] + ["steady_epoch_seconds", "first_epoch_seconds",
-                                                  "steady_images_per_second"]
-    rows = []
-    if runs.empty:
+    if not records:
         return pd.DataFrame(), epochs
-    for key, g in runs.groupby(BLOCK_KEYS + ["mode"], dropna=False, sort=False):
-        ok = g[g.status == "ok"]
-        row = dict(zip(BLOCK_KEYS + ["mode"], key))
-        row.update(label=mode_label(row["mode"]), runs=len(g), ok=len(ok),
-                   status="ok" if len(ok) == len(g) else ", ".join(sorted(set(g.status) - {"ok"})))
-        for m in metrics:
-            v = pd.to_numeric(ok[m], errors="coerce").dropna()
-            row.update({f"{m}_median": v.median() if len(v) else np.nan,
-                        f"{m}_min": v.min() if len(v) else np.nan, f"{m}_max": v.max() if len(v) else np.nan})
+    groups: dict[str, list[dict]] = {}
+    for rec in records:
+        groups.setdefault(group_key(rec), []).append(rec)
+    fields = {g: identity_fields(recs[0]) for g, recs in groups.items()}
+    variants = _variants(fields)
+    rows = []
+    for g, recs in groups.items():
+        cfg = recs[0]["config"]
+        ok = [r for r in recs if r.get("status") == "ok"]
+        variant, note = variants[g]
+        row = {k: cfg.get(k) for k in BLOCK_KEYS + ["mode", "epochs", "batch_size", "train_size", "val_size"]}
+        row.update(group=g, variant=variant, hardware=fields[g]["hardware"],
+                   label=mode_label(cfg["mode"]) + (f" ({note})" if note else ""),
+                   runs=len(recs), ok=len(ok), run_ids=" ".join(sorted(r["run_id"] for r in recs)),
+                   status="ok" if len(ok) == len(recs) else ", ".join(sorted({r.get("status") for r in recs} - {"ok"})),
+                   trainable_params=(recs[0].get("params") or {}).get("trainable"))
+        for metric, values in _samples(ok, epochs).items():
+            row.update({f"{metric}_{k}": v for k, v in describe(values).items()})
         rows.append(row)
     table = pd.DataFrame(rows)
     table["_order"] = table["mode"].map(_mode_order)
-    table = table.sort_values(BLOCK_KEYS[:2] + ["_order"], kind="stable").drop(columns="_order")
+    table = table.sort_values(BLOCK_KEYS[:2] + ["variant", "_order"], kind="stable").drop(columns="_order")
     return table.reset_index(drop=True), epochs
-
-
-def _cell(row, metric: str, fmt) -> str:
-    med = row[f"{metric}_median"]
-    if pd.isna(med):
-        return row["status"] if row["ok"] == 0 else "—"
-    text = fmt(med)
-    if row["ok"] > 1:
-        text += f" ({fmt(row[f'{metric}_min'])}–{fmt(row[f'{metric}_max'])})"
-    if row["ok"] < row["runs"]:
-        text += f" [{row['runs'] - row['ok']} {row['status']}]"
-    return text
 
 
 def pct(v: float) -> str:
@@ -98,9 +142,34 @@ def secs(v: float) -> str:
     return f"{v:.1f} s" if v < 100 else f"{v:.0f} s"
 
 
+def _bare(fmt, v: float) -> str:
+    """A number as its formatter writes it, without the unit: the IQR after a median that carries it."""
+    return fmt(v).removesuffix(" s").removesuffix("%")
+
+
+def cell(row, metric: str, fmt) -> str:
+    """'86.3% [86.0–86.5] n=3': median [interquartile range] and the number of samples."""
+    med, n = row[f"{metric}_median"], row[f"{metric}_n"]
+    if pd.isna(med):
+        return row["status"] if row["ok"] == 0 else "—"
+    text = fmt(med)
+    if n > 1:
+        text += f" [{_bare(fmt, row[f'{metric}_q1'])}–{_bare(fmt, row[f'{metric}_q3'])}]"
+    text += f" n={int(n)}"
+    if row["ok"] < row["runs"]:
+        text += f" ({row['runs'] - row['ok']} {row['status']})"
+    return text
+
+
 def block_title(row) -> str:
-    return (f"{row['backbone']} · {row['dataset']} · {int(row['input_size'])} px · weights {row['weights']}"
-            f" · {row['backend']} · {row['precision']}")
+    title = (f"{row['backbone']} · {row['dataset']} · {int(row['input_size'])} px · weights {row['weights']}"
+             f" · {row['backend']} · {row['precision']}")
+    return title + (f" · {row['variant']}" if row.get("variant") else "")
+
+
+NOTE = ("Cells: median [interquartile range] n = number of samples. Val Acc: one sample per run (repeat). "
+        "Time per epoch: every steady-state epoch (2 onwards) of every run, training plus validation as Keras "
+        "prints it. First epoch: one per run; it includes tracing and compilation.")
 
 
 def markdown(table: pd.DataFrame, epochs: list[int]) -> str:
@@ -108,20 +177,19 @@ def markdown(table: pd.DataFrame, epochs: list[int]) -> str:
         return "_no runs recorded_\n"
     header = (["Training Mode"] + [f"Val Acc @ {n} epoch" for n in epochs] + ["Time per epoch", "First epoch"])
     parts = []
-    for _, block in table.groupby(BLOCK_KEYS, dropna=False, sort=False):
-        lines = [f"**{block_title(block.iloc[0])}**", "",
+    for _, block in table.groupby(BLOCK_KEYS + ["variant"], dropna=False, sort=False):
+        first = block.iloc[0]
+        lines = [f"**{block_title(first)}**", "", f"_{first['hardware']}_", "",
                  "| " + " | ".join(header) + " |",
                  "|---|" + ":---:|" * len(epochs) + "---:|---:|"]
         for _, row in block.iterrows():
-            cells = [row["label"]] + [_cell(row, f"val_acc_{n}", pct) for n in epochs]
-            cells += [_cell(row, "steady_epoch_seconds", secs), _cell(row, "first_epoch_seconds", secs)]
+            cells = [row["label"]] + [cell(row, f"val_acc_{n}", pct) for n in epochs]
+            cells += [cell(row, "steady_epoch_seconds", secs), cell(row, "first_epoch_seconds", secs)]
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
-    note = ("Time per epoch: median of the steady-state epochs (2 onwards; training plus validation, as Keras "
-            "prints it). First epoch: includes tracing and compilation."
-            + (" Repeats: median (min–max)." if (table["ok"] > 1).any() else "")
-            + (f" {mode_label('frozen-cached')}: the head alone, on features computed once (the one-off extraction is "
-               "the records' `features.extract_seconds`)." if (table["mode"] == "frozen-cached").any() else ""))
+    note = NOTE + (f" {mode_label('frozen-cached')}: the head alone, on features computed once (the one-off "
+                   "extraction is the records' `features.extract_seconds`)." if (table["mode"] == "frozen-cached").any()
+                   else "")
     return "\n\n".join(parts) + "\n\n" + note + "\n"
 
 
@@ -129,5 +197,10 @@ def write(folder: Path, records: list[dict], epochs: list[int] | None = None) ->
     table, epochs = summarise(records, epochs)
     text = markdown(table, epochs)
     atomic_write(Path(folder) / "table.md", text)
-    atomic_write(Path(folder) / "table.csv", table.to_csv(index=False))
+    atomic_write(Path(folder) / "table.csv", table.drop(columns=["group"], errors="ignore").to_csv(index=False))
     return text
+
+
+def run_values(record: dict, epochs: list[int]) -> dict[str, float]:
+    """One run's value of each metric: the median of its own samples, the unit compare decides on."""
+    return {m: describe(v)["median"] for m, v in _samples([record], epochs).items()}
