@@ -226,6 +226,7 @@ def _group(label: str, config: dict, b: list[dict], c: list[dict], limits: dict,
     for run in c:
         if run.get("status") != "ok" and was.get(run["config"].get("repeat")) == "ok":
             rows.append({"config": label, "metric": "status", "baseline": "ok", "current": run.get("status"),
+                         "change": run.get("status"),
                          "verdict": "REGRESSED", "why": f"failed now, ok in the baseline: {run.get('error')}",
                          "current_runs": run["run_id"]})
     return rows

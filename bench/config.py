@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 # Fields that name or group a run but do not change what it measures: left out of the id,
 # so the same run in two suites (or renamed suites) is recognised as the same run.
@@ -12,9 +12,15 @@ _NOT_IDENTITY = {"suite"}
 NOT_MATCHED = {"suite", "repeat"}
 
 
+def complete(config: dict) -> dict:
+    """A stored configuration with the fields added since it was written set to their defaults, so that a
+    record of an older tlbench reads, groups and matches like a new one of the same settings."""
+    return {**{f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}, **config}
+
+
 def match_key(record: dict) -> str:
     """A stored run's configuration without suite name and repeat: what compare and plot match on."""
-    return json.dumps({k: v for k, v in record["config"].items() if k not in NOT_MATCHED},
+    return json.dumps({k: v for k, v in complete(record["config"]).items() if k not in NOT_MATCHED},
                       sort_keys=True, default=str)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -84,4 +85,6 @@ def changes(old: dict | None, new: dict) -> list[str]:
 
 
 def _show(v) -> str:
-    return "unset" if v is None else (str(v)[:12] if isinstance(v, str) and len(v) >= 16 else str(v))
+    if v is None:
+        return "unset"
+    return v[:12] if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{16,}", v) else str(v)  # hashes: shortened

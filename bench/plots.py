@@ -135,12 +135,14 @@ class _Data:
                 "linestyle": LINESTYLES[set_index % len(LINESTYLES)]}
 
     def label(self, set_index: int, row) -> str:
+        """'Frozen weights (n=3)': the line's configuration and the runs behind it."""
         text = row["label"]
         if self.multi:
             text += f" · {self.sets[set_index][0]}"
+        notes = [f"n={row['ok']}"]
         if row["ok"] < row["runs"]:
-            text += f" ({row['runs'] - row['ok']} of {row['runs']} runs {row['status']})"
-        return text
+            notes.append(f"{row['runs'] - row['ok']} of {row['runs']} runs {row['status']}")
+        return f"{text} ({'; '.join(notes)})"
 
     def rows(self, panel: str):
         """(set index, summary row) for each line of a panel, in mode order then set order."""
@@ -200,7 +202,7 @@ def accuracy_figure(d: _Data) -> Figure:
                 continue
             x, med, lo, hi = zip(*points)
             st = d.style(s, row["mode"])
-            ax.plot(x, med, label=f"{d.label(s, row)}, n={row['ok']}", linewidth=2, markersize=6, **st)
+            ax.plot(x, med, label=d.label(s, row), linewidth=2, markersize=6, **st)
             if row["ok"] > 1:
                 ax.fill_between(x, lo, hi, color=st["color"], alpha=0.18, linewidth=0)
         ax.set(title=_panel_title(panel), xlabel="Epoch", ylabel="Validation accuracy (%)")

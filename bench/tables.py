@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import NOT_MATCHED
+from .config import NOT_MATCHED, complete
 from .environment import hardware_label
 from .modes import MODES
 from .stats import describe
@@ -50,7 +50,7 @@ def default_epochs(ep: pd.DataFrame) -> list[int]:
 def identity_fields(record: dict) -> dict[str, str]:
     """What makes a row: the resolved configuration (suite and repeat aside) and the hardware, as text."""
     cfg = {k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
-           for k, v in record["config"].items() if k not in NOT_MATCHED}
+           for k, v in complete(record["config"]).items() if k not in NOT_MATCHED}
     return {**cfg, "hardware": hardware_label(record.get("environment") or {})}
 
 
@@ -116,7 +116,7 @@ def summarise(records: list[dict], epochs: list[int] | None = None) -> tuple[pd.
     variants = _variants(fields)
     rows = []
     for g, recs in groups.items():
-        cfg = recs[0]["config"]
+        cfg = complete(recs[0]["config"])
         ok = [r for r in recs if r.get("status") == "ok"]
         variant, note = variants[g]
         row = {k: cfg.get(k) for k in BLOCK_KEYS + ["mode", "epochs", "batch_size", "train_size", "val_size"]}

@@ -13,7 +13,10 @@ rounds: on a shared VM one process's steps can run 2x slower than another's, and
 process hit all variants alike. Weights are random ('none'): a step costs the same with ImageNet
 weights, and the benchmark stays offline.
 
-  .venv/bin/python benchmarks/overhead.py [--quick] [--backbone mobilenet_v2] [--input-size 96]
+  .venv/bin/python benchmarks/overhead.py [--quick] [--backbone mobilenet_v2] [--input-size 96] [--out FILE]
+
+--out writes what was printed, with the command, the date and the machine, to a JSON file
+(benchmarks/results/overhead.json is the one the README's Performance section quotes).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import json
 import math
 import os
 import shutil
@@ -28,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,7 +44,7 @@ import numpy as np  # noqa: E402
 from bench import datasets, flops, inputs, runner, suite  # noqa: E402
 from bench import model as model_lib  # noqa: E402
 from bench.backbones import BACKBONES  # noqa: E402
-from bench.environment import capture  # noqa: E402
+from bench.environment import capture, hardware_label  # noqa: E402
 from bench.preprocessing import PRESETS  # noqa: E402
 from bench.weights import preprocessing  # noqa: E402
 
@@ -303,17 +308,45 @@ def main(argv=None) -> int:
     p.add_argument("--input-size", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--precision", default="float32")
+    p.add_argument("--out", help="also write the output, command, date and machine to this JSON file")
     args = p.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
     cache = tempfile.mkdtemp(prefix="tlbench-overhead-")  # a cold feature cache, then hits
     os.environ["TLBENCH_CACHE"] = cache
     started = time.perf_counter()
+    printed = io.StringIO()
     try:
-        run(args, size)
+        with contextlib.redirect_stdout(_Tee(sys.stdout, printed)):
+            run(args, size)
+            print(f"\n{time.perf_counter() - started:.0f} s in all")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    if args.out:
+        env = capture()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({
+            "command": "python benchmarks/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": hardware_label(env), "versions": env["versions"], "git": env["git"],
+            "output": printed.getvalue().splitlines()}, indent=1) + "\n")
+        print(f"wrote {args.out}")
     return 0
+
+
+class _Tee(io.TextIOBase):
+    """stdout that is also kept, for --out."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
 
 
 def run(args, size: dict) -> None:

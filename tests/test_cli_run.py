@@ -82,8 +82,8 @@ def test_epochs_csv_and_table_cells_equal_the_records(tiny_run):
     assert row.val_accuracy == pytest.approx(recs["unfrozen"]["epochs"][1]["val_accuracy"])
     table = (folder / "table.md").read_text()
     frozen = recs["frozen"]["epochs"]
-    assert (f"| Frozen weights | {tables.pct(frozen[0]['val_accuracy'])} | {tables.pct(frozen[1]['val_accuracy'])} "
-            f"| {tables.secs(frozen[1]['epoch_seconds'])} | {tables.secs(frozen[0]['epoch_seconds'])} |") in table
+    assert (f"| Frozen weights | {tables.pct(frozen[0]['val_accuracy'])} n=1 | {tables.pct(frozen[1]['val_accuracy'])} n=1 "
+            f"| {tables.secs(frozen[1]['epoch_seconds'])} n=1 | {tables.secs(frozen[0]['epoch_seconds'])} n=1 |") in table
     assert (folder / "suite.yaml").read_text() == TINY
 
 

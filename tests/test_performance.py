@@ -8,6 +8,7 @@ no head learns from those.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import keras
@@ -77,7 +78,10 @@ def test_precision_batch_and_steps_per_execution_are_applied_and_recorded(runs, 
     assert record["xla"] == {"requested": "off", "resolved": False}
     assert record["execution"] == {"batch_size": 8, "steps_per_execution": 2, "train_steps_per_epoch": 16,
                                    "inputs": "uint8 images",
-                                   "pipeline": "tf.data gather, one prefetching iterator for the whole fit"}
+                                   "pipeline": "tf.data gather, one prefetching iterator for the whole fit",
+                                   "verbose": 0, "clock": "time.perf_counter", "sync": "metrics variables read to the host",
+                                   "read_at": ["on_epoch_begin", "on_test_begin", "on_epoch_end"],
+                                   "per_batch_hook": False, "per_step_host_sync": True}
     assert np.isfinite(record["epochs"][0]["loss"])
 
 
@@ -200,6 +204,40 @@ def test_peak_host_memory_sees_an_allocation_that_is_freed_again():
     rec = peak.record()
     assert rec["host_peak_rss_bytes"] - rec["host_start_rss_bytes"] >= 150 * 2**20
     assert rec["accelerator_peak_bytes"] is None  # a CPU exposes none
+
+
+class _FakeJaxDevice:
+    """A JAX accelerator's memory_stats as the runtime reports them: bytes in use now, and a lifetime peak."""
+
+    def __init__(self):
+        self.in_use, self.peak = 0, 0
+
+    def use(self, n):
+        self.in_use = n
+        self.peak = max(self.peak, n)
+
+    def memory_stats(self):
+        return {"bytes_in_use": self.in_use, "peak_bytes_in_use": self.peak}
+
+
+def test_jax_peak_is_per_run_though_jax_keeps_only_a_lifetime_peak(monkeypatch):
+    devices = [_FakeJaxDevice(), _FakeJaxDevice()]
+    monkeypatch.setattr(memory, "_jax_accelerators", lambda: devices)
+    with memory.Peak(interval_s=0.01) as big:  # the first run sets the lifetime peak: 2 x 3 GiB
+        for d in devices:
+            d.use(3 * 2**30)
+        time.sleep(0.05)
+        for d in devices:
+            d.use(2**30)
+    assert big.record()["accelerator_peak_bytes"] == 6 * 2**30
+    assert "rose during this run" in big.record()["accelerator_peak_source"]
+    with memory.Peak(interval_s=0.01) as small:  # a later, smaller run: its own peak, not the lifetime one
+        devices[0].use(1.5 * 2**30)
+        time.sleep(0.05)
+        devices[0].use(2**30)
+    rec = small.record()
+    assert rec["accelerator_peak_bytes"] == 2.5 * 2**30  # 1.5 + 1 GiB, summed over both devices
+    assert "sampled every 0.01 s" in rec["accelerator_peak_source"]
 
 
 def test_every_record_carries_its_memory(runs):

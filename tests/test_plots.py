@@ -12,7 +12,7 @@ from bench import plots, store, tables
 from bench.errors import UserError
 from conftest import ROOT, tlbench
 
-LABELS = ["Frozen weights", "Unfrozen weights", "No pre-trained weights (1 of 2 runs failed)"]
+LABELS = ["Frozen weights (n=2)", "Unfrozen weights (n=2)", "No pre-trained weights (n=1; 1 of 2 runs failed)"]
 FAILED = "mobilenet_v2-fashion_mnist-scratch-r1-165e8ff13a"
 
 
@@ -66,10 +66,11 @@ def test_accuracy_lines_are_the_medians_with_a_band_where_repeats_exist(records,
         assert list(line.get_xdata()) == [1, 2, 3]
         assert list(line.get_ydata()) == pytest.approx([summary.loc[mode, f"val_acc_{n}_median"] for n in (1, 2, 3)])
     assert list(lines[0].get_ydata()) == pytest.approx([0.61, 0.655, 0.71])  # by hand from the records
-    # min-max bands for the two modes with two finished repeats; the failed repeat leaves scratch without one
+    # interquartile bands for the two modes with two finished repeats; the failed repeat leaves scratch without one
     assert len(ax.collections) == 2
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
-    assert (band.min(), band.max()) == pytest.approx((0.60, 0.72))
+    assert (band.min(), band.max()) == pytest.approx((0.605, 0.715))
+    assert "band: interquartile range over those runs" in footnote(fig)
     assert ax.get_xlabel() == "Epoch" and "%" in ax.get_ylabel()
     assert "mobilenet_v2 · fashion_mnist · 96 px" in ax.get_title()
     assert fig.get_suptitle() == "Validation accuracy per epoch"
@@ -98,12 +99,16 @@ def test_epoch_time_bars_show_first_and_steady_epochs_apart_with_spread(records,
             [summary.loc[m, f"{metric}_median"] for m in ("frozen", "unfrozen", "scratch")])
         assert [t.get_text() for t in ax.get_xticklabels()] == ["Frozen\nweights", "Unfrozen\nweights",
                                                                 "No\npre-trained weights"]
-        assert ax.get_ylabel() == "Seconds per epoch (s)"
+        assert ax.get_ylabel() == "Seconds per epoch, training + validation"
         errs = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
-        assert len(errs) == 2  # scratch has one finished repeat: no spread to show
+        # scratch has one finished repeat: one first epoch, no spread; but two steady epochs
+        assert len(errs) == (2 if metric == "first_epoch_seconds" else 3)
         seg = errs[0].lines[2][0].get_segments()[0]
-        assert sorted(seg[:, 1]) == pytest.approx([summary.loc["frozen", f"{metric}_min"],
-                                                    summary.loc["frozen", f"{metric}_max"]])
+        assert sorted(seg[:, 1]) == pytest.approx([summary.loc["frozen", f"{metric}_q1"],
+                                                    summary.loc["frozen", f"{metric}_q3"]])
+        labels = [t.get_text() for t in ax.texts]
+        n = [int(summary.loc[m, f"{metric}_n"]) for m in ("frozen", "unfrozen", "scratch")]
+        assert [lab.split("n=")[1] for lab in labels] == [str(k) for k in n]
     assert [b.get_height() for b in bars(first)] == pytest.approx([11.5, 30.5, 30.0])
 
 
@@ -124,7 +129,7 @@ def test_several_result_sets_share_panels_with_their_own_line_style_and_hatch(go
     (ax,) = axes(figs["accuracy"])
     lines = ax.get_lines()
     assert len(lines) == 6
-    assert [line.get_label() for line in lines[:2]] == ["Frozen weights · cpu", "Frozen weights · gpu"]
+    assert [line.get_label() for line in lines[:2]] == ["Frozen weights · cpu (n=2)", "Frozen weights · gpu (n=2)"]
     assert lines[0].get_color() == lines[1].get_color() and lines[0].get_linestyle() != lines[1].get_linestyle()
     assert list(lines[1].get_ydata()) == pytest.approx([0.66, 0.705, 0.76])
     for ax in axes(figs["epoch_time"]):
@@ -143,7 +148,7 @@ def test_runs_without_a_counterpart_are_left_out_and_said(golden, tmp_path, reco
     other = store.read_runs(other_set(golden, tmp_path, longer_scratch))
     fig = plots.figures([("a", records), ("b", other)])["accuracy"]
     assert [line.get_label() for line in axes(fig)[0].get_lines()] == [
-        "Frozen weights · a", "Frozen weights · b", "Unfrozen weights · a", "Unfrozen weights · b"]
+        "Frozen weights · a (n=2)", "Frozen weights · b (n=2)", "Unfrozen weights · a (n=2)", "Unfrozen weights · b (n=2)"]
     assert "a: 2 run(s) with no counterpart" in footnote(fig)
 
 
@@ -189,3 +194,18 @@ def test_cli_plot_one_folder_and_several(golden, tmp_path):
 def test_cli_plot_bad_arguments(golden, tmp_path, args, message):
     p = tlbench("plot", golden, other_set(golden, tmp_path), *args)
     assert p.returncode == 2 and message in p.stderr
+
+
+def test_a_record_of_other_settings_gets_its_own_panel_and_leaves_the_others_alone(golden, records):
+    before = plots.figures([(None, records)])["accuracy"]
+    (ref,) = axes(before)
+    rec = json.loads((golden / "runs" / "mobilenet_v2-fashion_mnist-frozen-r0-5e9b4c7536.json").read_text())
+    rec["config"]["epochs"], rec["run_id"] = 5, rec["run_id"] + "-stale"
+    for e in rec["epochs"]:
+        e["val_accuracy"] = 0.1
+    after = plots.figures([(None, records + [rec])])["accuracy"]
+    main, stale = axes(after)
+    assert main.get_title().endswith("epochs=3") and stale.get_title().endswith("epochs=5")
+    assert [list(line.get_ydata()) for line in main.get_lines()] == [list(line.get_ydata()) for line in ref.get_lines()]
+    assert [line.get_label() for line in stale.get_lines()] == ["Frozen weights (n=1)"]
+    assert list(stale.get_lines()[0].get_ydata()) == pytest.approx([0.1, 0.1, 0.1])

@@ -58,10 +58,10 @@ def test_measured_table_equals_the_records(results, md):
     assert measured[0] == ["Training Mode", "Val Acc @ 1 epoch", "Val Acc @ 3 epoch", "Time per epoch", "First epoch"]
     for cells, (_, row) in zip(measured[1:], table.iterrows()):
         assert cells[0] == row["label"]
-        assert [c.split(" (")[0].split(" [")[0] for c in cells[1:]] == [
+        assert [c.split(" (")[0].split(" [")[0].split(" n=")[0] for c in cells[1:]] == [
             tables.pct(row["val_acc_1_median"]), tables.pct(row["val_acc_3_median"]),
             tables.secs(row["steady_epoch_seconds_median"]), tables.secs(row["first_epoch_seconds_median"])]
-    assert measured[1][1] == "61.0% (60.0%–62.0%)" and "[1 failed]" in measured[3][1]
+    assert measured[1][1] == "61.0% [60.5–61.5] n=2" and "n=1 (1 failed)" in measured[3][1]
 
 
 def test_documents_numbers_beside_ours_with_differences(results, md):
@@ -77,10 +77,11 @@ def test_documents_numbers_beside_ours_with_differences(results, md):
                               tables.pct(at5), tables.pct(ours3), f"{100 * (ours3 - at5):+.1f} pts"]
         assert cells[7:9] == [tables.secs(seconds), tables.secs(steady)]
         assert float(cells[9].rstrip("×")) == pytest.approx(steady / seconds, rel=0.05)
-    assert beside[1][3] == "-4.5 pts" and beside[1][9] == "0.10×"  # 61.0 - 65.5; 5.25 s / 50 s
+    assert beside[1][3] == "-4.5 pts" and beside[1][9] == "0.10×"  # 61.0 - 65.5; 5.0 s / 50 s
     # the shape: unfrozen against frozen at epoch 1, documents 50.6 - 65.5, ours 45.0 - 61.0
     assert gaps[1][:3] == ["Unfrozen weights", "-14.9 pts", "-16.0 pts"]
-    assert gaps[1][5:] == ["2.8×", "3.9×"]  # 142 / 50; 20.5 / 5.25
+    # 142 / 50; ours 20.5 / 5.0: medians of every steady epoch (frozen 5, 5, 5, 6 s)
+    assert gaps[1][5:] == ["2.8×", "4.1×"]
 
 
 def test_report_says_the_comparison_is_of_shape_only(md):
@@ -94,7 +95,7 @@ def test_report_says_the_comparison_is_of_shape_only(md):
 def test_report_holds_suite_environment_and_figures(results, md):
     assert md.startswith("# tlbench report: offline-default\n\nMobileNetV2 (torchvision ImageNet weights)")
     env = dict(row for row in md_tables(section(md, "Environment"))[0][1:])
-    assert env == {"Device": "CPU: Test CPU", "TensorFlow": "2.21.0", "Keras": "3.15.1", "Keras backend": "tensorflow",
+    assert env == {"Hardware": "CPU: Test CPU · 2 cores", "TensorFlow": "2.21.0", "Keras": "3.15.1", "Keras backend": "tensorflow",
                    "Git commit": "000000000000 (clean)", "Date of the runs": "2026-11-25",
                    "Runs": "6 (1 did not finish)"}
     images = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", md)
@@ -107,7 +108,7 @@ def test_html_is_one_self_contained_file(results, md):
     assert "http://" not in page and "https://" not in page and 'src="figures/' not in page
     srcs = re.findall(r'src="([^"]*)"', page)
     assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert "<td style=\"text-align:center\">61.0% (60.0%–62.0%)</td>" in page
+    assert "<td style=\"text-align:center\">61.0% [60.5–61.5] n=2</td>" in page
     assert "<h2>Environment</h2>" in page and "<strong>Read this comparison for its shape only.</strong>" in page
 
 

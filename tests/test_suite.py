@@ -66,6 +66,27 @@ overrides:
                    ("resnet50", "scratch", 1, 64, 0.0001, [128])]
 
 
+def test_repeats_run_round_robin_so_drift_spreads_over_every_configuration(write_suite):
+    s = suite.load(write_suite(BASE + "overrides:\n  - match: {backbone: mobilenet_v2}\n    set: {repeats: 3}\n"))
+    got = [(r.backbone, r.mode, r.repeat) for r in s.runs]
+    assert got == [("mobilenet_v2", "frozen", 0), ("mobilenet_v2", "scratch", 0), ("resnet50", "frozen", 0),
+                   ("resnet50", "scratch", 0), ("mobilenet_v2", "frozen", 1), ("mobilenet_v2", "scratch", 1),
+                   ("mobilenet_v2", "frozen", 2), ("mobilenet_v2", "scratch", 2)]
+
+
+def test_run_warns_of_records_of_other_settings_in_its_results_folder(write_suite, golden):
+    from bench.cli import _foreign_records
+
+    (golden / "suite.yaml").write_text("name: golden\n")
+    s = suite.load(write_suite(BASE))
+    notes = _foreign_records(golden, s, "name: t\n")
+    assert notes[0] == f"{golden / 'suite.yaml'} held another suite file; it is replaced by {s.file}"
+    assert notes[1].startswith(f"{golden} already holds 6 record(s) of other settings (suite golden; e.g. ")
+    assert "the table shows them as separate rows. Use --results DIR" in notes[1]
+    assert _foreign_records(golden, s, "name: golden\n")[0].startswith(f"{golden} already holds 6")
+    assert _foreign_records(golden.parent / "empty", s, "") == []
+
+
 def test_set_replaces_axes_and_beats_file_overrides(write_suite):
     path = write_suite(BASE + "overrides:\n  - match: {mode: frozen}\n    set: {epochs: 9}\n")
     s = suite.load(path, suite.parse_set(["epochs=1", "dataset=synthetic", "mode=[frozen]", "head.dense=[64]"]))
@@ -157,10 +178,16 @@ def test_missing_suite_file_is_exit_2(tmp_path):
     assert p.returncode == 2 and "nope.yaml: cannot read suite file" in p.stderr
 
 
-@pytest.mark.parametrize("name", ["offline-default", "udacity-inception-cifar10", "smoke"])
-def test_shipped_suites_validate(name):
+@pytest.mark.parametrize("name, runs", [("offline-default", 9), ("udacity-inception-cifar10", 3), ("smoke", 3)])
+def test_shipped_suites_validate(name, runs):
     s = suite.load(ROOT / "suites" / f"{name}.yaml")
-    assert s.name == name and len(s.runs) == 3
+    assert s.name == name and len(s.runs) == runs
+
+
+def test_published_suite_has_the_repeats_a_table_with_a_spread_needs():
+    s = suite.load(ROOT / "suites" / "offline-default.yaml")
+    assert [(r.mode, r.repeat) for r in s.runs[:4]] == [("frozen", 0), ("unfrozen", 0), ("scratch", 0), ("frozen", 1)]
+    assert {r.repeat for r in s.runs} == {0, 1, 2}
 
 
 def test_documents_suite_is_the_documents_protocol():

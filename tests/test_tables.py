@@ -10,18 +10,20 @@ from conftest import tlbench
 EXPECTED = """\
 **mobilenet_v2 · fashion_mnist · 96 px · weights torchvision · tensorflow · float32**
 
+_CPU: Test CPU · 2 cores_
+
 | Training Mode | Val Acc @ 1 epoch | Val Acc @ 3 epoch | Time per epoch | First epoch |
 |---|:---:|:---:|---:|---:|
-| Frozen weights | 61.0% (60.0%–62.0%) | 71.0% (70.0%–72.0%) | 5.2 s (5.0 s–5.5 s) | 11.5 s (11.0 s–12.0 s) |
-| Unfrozen weights | 45.0% (40.0%–50.0%) | 76.0% (75.0%–77.0%) | 20.5 s (20.0 s–21.0 s) | 30.5 s (30.0 s–31.0 s) |
-| No pre-trained weights | 20.0% [1 failed] | 40.0% [1 failed] | 21.0 s [1 failed] | 30.0 s [1 failed] |
+| Frozen weights | 61.0% [60.5–61.5] n=2 | 71.0% [70.5–71.5] n=2 | 5.0 s [5.0–5.2] n=4 | 11.5 s [11.2–11.8] n=2 |
+| Unfrozen weights | 45.0% [42.5–47.5] n=2 | 76.0% [75.5–76.5] n=2 | 20.5 s [20.0–21.0] n=4 | 30.5 s [30.2–30.8] n=2 |
+| No pre-trained weights | 20.0% n=1 (1 failed) | 40.0% n=1 (1 failed) | 21.0 s [20.5–21.5] n=2 (1 failed) | 30.0 s n=1 (1 failed) |
 """
 
 
 def test_table_matches_golden(golden):
     text = tables.write(golden, store.read_runs(golden))
     assert text.startswith(EXPECTED)
-    assert "Repeats: median (min–max)." in text
+    assert "Cells: median [interquartile range] n = number of samples." in text
     assert (golden / "table.md").read_text() == text
 
 
@@ -30,6 +32,9 @@ def test_table_csv_holds_median_and_spread(golden):
     t = pd.read_csv(golden / "table.csv").set_index("mode")
     assert t.loc["frozen", "val_acc_3_median"] == pytest.approx(0.71)
     assert t.loc["frozen", "steady_epoch_seconds_min"] == pytest.approx(5.0)
+    # every steady epoch of every repeat is a sample: 5, 5 and 5, 6 seconds
+    assert (t.loc["frozen", "steady_epoch_seconds_n"], t.loc["frozen", "steady_epoch_seconds_q3"]) == (4, 5.25)
+    assert t.loc["frozen", "val_acc_1_n"] == 2 and t.loc["scratch", "val_acc_1_n"] == 1
     assert t.loc["unfrozen", "first_epoch_seconds_max"] == pytest.approx(31.0)
     assert (t.loc["scratch", "runs"], t.loc["scratch", "ok"], t.loc["scratch", "status"]) == (2, 1, "failed")
     # steady throughput = images / seconds of the training pass: 2 x 1000 / (0.8 x (5 + 5)) for repeat 0
@@ -71,3 +76,55 @@ def test_cli_table_prints_what_it_writes(golden):
     assert p.returncode == 0, p.stderr
     assert "| Val Acc @ 1 epoch | Val Acc @ 2 epoch |" in p.stdout
     assert (golden / "table.md").read_text() == p.stdout
+
+
+def _add_record(folder, source, change, suffix):
+    """A copy of one golden record with another setting, as a stale or foreign run would leave it."""
+    rec = json.loads((folder / "runs" / source).read_text())
+    change(rec["config"])
+    rec["run_id"] += suffix
+    (folder / "runs" / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+
+
+def _rows(text: str) -> dict[str, str]:
+    return {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+
+
+def test_a_record_of_other_settings_is_a_row_of_its_own_and_changes_no_other_cell(golden):
+    before = tables.write(golden, store.read_runs(golden))
+    # A stale frozen run of 5 epochs with a larger batch, its numbers far from the others'.
+    _add_record(golden, "mobilenet_v2-fashion_mnist-frozen-r0-5e9b4c7536.json",
+                lambda c: c.update(epochs=5, batch_size=64), "-stale")
+    after = tables.write(golden, store.read_runs(golden), [1, 3])
+    assert before.split("\n\n")[3] in after  # the original block's rows, cell for cell
+    # The block splits by what differs within a mode, and says so in its title.
+    assert "**mobilenet_v2 · fashion_mnist · 96 px · weights torchvision · tensorflow · float32 · " \
+           "batch_size=32, epochs=3**" in after
+    stale = after.split("batch_size=64, epochs=5**")[1]
+    assert "| Frozen weights | 60.0% n=1 | 70.0% n=1 | 5.0 s [5.0–5.0] n=2 | 12.0 s n=1 |" in stale
+    assert "Unfrozen" not in stale
+    t = tables.summarise(store.read_runs(golden), [1, 3])[0]
+    assert len(t) == 4 and sorted(t[t["mode"] == "frozen"].runs) == [1, 2]
+
+
+def test_a_setting_that_differs_only_between_modes_is_noted_not_split(golden):
+    for path in (golden / "runs").glob("*unfrozen*.json"):
+        rec = json.loads(path.read_text())
+        rec["config"]["learning_rate"] = 1e-4  # a suite override for unfrozen runs
+        path.write_text(json.dumps(rec))
+    text = tables.write(golden, store.read_runs(golden))
+    assert text.count("**mobilenet_v2") == 1
+    rows = _rows(text)
+    assert "Unfrozen weights (learning_rate=0.0001)" in rows and "Frozen weights (learning_rate=0.001)" in rows
+
+
+def test_runs_of_another_machine_are_not_pooled(golden):
+    _add_record(golden, "mobilenet_v2-fashion_mnist-unfrozen-r0-43900ae459.json", lambda c: None, "-elsewhere")
+    path = golden / "runs" / "mobilenet_v2-fashion_mnist-unfrozen-r0-43900ae459-elsewhere.json"
+    rec = json.loads(path.read_text())
+    rec["environment"]["cpu_count"] = 64
+    path.write_text(json.dumps(rec))
+    t = tables.summarise(store.read_runs(golden), [1, 3])[0]
+    unfrozen = t[t["mode"] == "unfrozen"].set_index("hardware")
+    assert unfrozen.loc["CPU: Test CPU · 2 cores", "runs"] == 2 and unfrozen.loc["CPU: Test CPU · 64 cores", "runs"] == 1
+    assert set(t.variant) == {"hardware=CPU: Test CPU · 2 cores", "hardware=CPU: Test CPU · 64 cores"}
