@@ -73,7 +73,10 @@ def git_state() -> dict:
     if shutil.which("git") is None or not (PROJECT_ROOT / ".git").exists():
         return {"commit": None, "dirty": None}
     commit = _run(["git", "rev-parse", "HEAD"], PROJECT_ROOT)
-    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], PROJECT_ROOT)
+    # Dirty means code or suites differ from the commit; results and recorded benchmark runs are data that
+    # runs themselves write, so a re-run in a clone whose results changed is still a run of that commit.
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results",
+                   ":(exclude)benchmarks/records", ":(exclude)benchmarks/results"], PROJECT_ROOT)
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
