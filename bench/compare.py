@@ -145,7 +145,8 @@ def judge(metric: str, b: list[float], c: list[float], limit: float,
         return iv, "REGRESSED", f"beyond the threshold, and the {stats.LEVEL:.0%} interval excludes no change"
     need = stats.runs_to_decide(effect, iv.spread)
     if iv.spread is None:
-        advice = "one run per side: run-to-run noise cannot be estimated; use repeats: 3 or more"
+        advice = ("one run per side: run-to-run noise cannot be estimated; use repeats: 3 or more (on a noisy "
+                  "shared VM about 9: benchmarks/results/gate_error_rates.json)")
     elif need is None:
         advice = "the spread is too wide to decide with any practical number of runs"
     else:

@@ -1,0 +1,33 @@
+"""The README's published numbers are the committed records' and benchmark outputs', regenerated here."""
+import json
+
+from bench import store, tables
+from conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def _between(name: str) -> str:
+    return README.split(f"<!-- {name} -->")[1].split(f"<!-- /{name} -->")[0]
+
+
+def test_published_table_is_the_table_of_the_committed_records():
+    records = store.read_runs(ROOT / "results" / "offline-default")
+    table, epochs = tables.summarise(records)
+    assert tables.markdown(table, epochs).strip() in _between("table:offline-default")
+    # three repeats of each mode, every cell with its spread and n
+    assert set(table.ok) == {3}
+    rows = [line for line in _between("table:offline-default").splitlines() if line.startswith("| ") and "%" in line]
+    assert len(rows) == 3 and all(cell.count("n=") == 1 for row in rows for cell in row.split(" | ")[1:])
+    assert all(r["environment"]["git"]["dirty"] is False for r in records)
+    commits = {r["environment"]["git"]["commit"][:7] for r in records}
+    assert len(commits) == 1 and f"commit {commits.pop()}" in README
+
+
+def test_gate_error_rates_in_the_readme_are_the_committed_benchmark_output():
+    result = json.loads((ROOT / "benchmarks" / "results" / "gate_error_rates.json").read_text())
+    text = _between("gate-error-rates")
+    for config in result["configurations"]:
+        n = config["recommended_runs_per_side"]
+        row = next(r for r in config["rates"] if r["runs_per_side"] == (n or 3))
+        assert f"{100 * row['false_alarm']:.1f} %" in text and f"{100 * row['detection']:.1f} %" in text
