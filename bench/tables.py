@@ -144,7 +144,7 @@ def secs(v: float) -> str:
 
 def _bare(fmt, v: float) -> str:
     """A number as its formatter writes it, without the unit: the IQR after a median that carries it."""
-    return fmt(v).removesuffix(" s").removesuffix("%")
+    return fmt(v).removesuffix(" img/s").removesuffix(" s").removesuffix("%")
 
 
 def cell(row, metric: str, fmt) -> str:
