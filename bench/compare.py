@@ -121,9 +121,7 @@ def judge(metric: str, b: list[float], c: list[float], limit: float,
           loads: tuple[float | None, float | None] = (None, None)) -> tuple[stats.Interval, str, str]:
     """(interval, verdict, why) for one metric of one configuration: see the module docstring."""
     if metric == "accuracy":
-        iv = stats.difference(b, c)
-        iv = stats.Interval(100 * iv.estimate, 100 * iv.low, 100 * iv.high, iv.runs,
-                            None if iv.spread is None else 100 * iv.spread)
+        iv = stats.difference(b, c, scale=100)
         beyond, excludes_none = iv.estimate < -limit, iv.high < 0
         effect = iv.estimate
     else:
@@ -295,7 +293,7 @@ def compare(baseline: Path, current: Path, flags: dict, epochs: list[int] | None
               if r.get("status") != "ok"]
     table = pd.DataFrame(rows, columns=COLUMNS)
     lines = {v: [f"{r['config']}: {r['metric']} {r.get('change') or ''} ({r['why']}); runs: {r['current_runs']}"
-                 for r in rows if r["verdict"] == v] for v in VERDICTS}
+                 for r in rows if r["verdict"] == v] for v in ("REGRESSED", "inconclusive")}
     text = _markdown(baseline, current, base_recs, cur_recs, hw_b, hw_c, table, lines, unmatched, failed, loads)
     warnings = [f"warning: DIFFERENT HARDWARE (forced): baseline {hw_b}, current {hw_c}"] if hw_b != hw_c else []
     return Report(text, table, lines["REGRESSED"], lines["inconclusive"],

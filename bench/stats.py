@@ -67,9 +67,9 @@ def ratio(baseline, current, level: float = LEVEL) -> Interval:
     return Interval(math.exp(d), math.exp(lo), math.exp(hi), (len(b), len(c)), sd)
 
 
-def difference(baseline, current, level: float = LEVEL) -> Interval:
-    """current - baseline of per-run values (accuracy points)."""
-    d, lo, hi, sd = _welch(np.asarray(baseline, float), np.asarray(current, float), level)
+def difference(baseline, current, level: float = LEVEL, scale: float = 1.0) -> Interval:
+    """current - baseline of per-run values, times `scale` (100: accuracy fractions as points)."""
+    d, lo, hi, sd = _welch(scale * np.asarray(baseline, float), scale * np.asarray(current, float), level)
     return Interval(d, lo, hi, (len(baseline), len(current)), sd)
 
 
