@@ -103,7 +103,8 @@ def resolve_thresholds(config: dict, suite_reg: dict, flags: dict) -> dict[str, 
     """metric -> (threshold, where it came from): defaults < suite < matching suite overrides < flags."""
     layers = [("default", DEFAULTS), ("suite", suite_reg)]
     layers += [(f"suite override {i}", rule) for i, rule in enumerate(suite_reg.get("overrides", []))
-               if all(config.get(axis) in names for axis, names in rule["match"].items())]
+               if all(config.get(axis) in names or (axis == "mode" and config.get("strategy") in names)
+                      for axis, names in rule["match"].items())]
     layers.append(("flag", flags))
     out = {}
     for source, values in layers:

@@ -47,6 +47,14 @@ class RunConfig:
     weights: str
     dataset_params: dict = field(default_factory=dict)
     backend: str = "tensorflow"  # the Keras backend; runs of another backend run in a child process
+    # A suite's name for a variant of `mode` (its `modes:` key), e.g. cut-early; None for a plain mode.
+    strategy: str | None = None
+    # Where the backbone is cut (a layer name or a preset of its backbone); None: the whole backbone.
+    cut: str | None = None
+    # Which backbone layers train and whether BatchNorm does (finetune.py). None: the mode's default, so a
+    # run that does not set them keeps the id it had before these settings existed.
+    unfreeze: str | None = None
+    batchnorm: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,9 +73,14 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         backend = f"{self.backend}-" if self.backend != "tensorflow" else ""
-        return f"{backend}{self.backbone}-{self.dataset}-{self.mode}-r{self.repeat}-{self.digest[:10]}"
+        return f"{backend}{self.backbone}-{self.dataset}-{self.kind}-r{self.repeat}-{self.digest[:10]}"
+
+    @property
+    def kind(self) -> str:
+        """What a table row is named by: the suite's strategy name, or the mode."""
+        return self.strategy or self.mode
 
     @property
     def label(self) -> str:
-        return (f"{self.backbone} · {self.dataset} · {self.mode}" + (f" · {self.backend}" if self.backend != "tensorflow"
+        return (f"{self.backbone} · {self.dataset} · {self.kind}" + (f" · {self.backend}" if self.backend != "tensorflow"
                 else "") + (f" · repeat {self.repeat}" if self.repeat else ""))

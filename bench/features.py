@@ -4,7 +4,7 @@ A frozen backbone with BatchNorm in inference mode maps each image to the same p
 every epoch, so they can be computed once and the head trained on them alone. The cache file is
 keyed by everything that changes those features: backbone, the weights' identity (file SHA-256,
 or the source name; with random weights, the seed that drew them), the exact data (its
-fingerprint), image and input size, precision, pooling, the Keras backend that computed them, the
+fingerprint), image and input size, precision, the cut, pooling, the Keras backend that computed them, the
 versions of the frameworks and of tlbench's run-path code (identity.code_version: a change to the
 trunk's construction or the weights import must not be served stale features). It lives in $TLBENCH_CACHE/features/ (default ~/.cache/tlbench/features/) and is
 written atomically, so a killed run or two concurrent runners never leave a half-written file.
@@ -51,7 +51,7 @@ def key(config: RunConfig, data: Data, fingerprint: str) -> tuple[str, dict]:
         weights = f"none/seed {config.seed + config.repeat}"
     ident = {"format": FORMAT, "backbone": config.backbone, "weights": weights, "data": fingerprint,
              "image_shape": list(data.x_train.shape[1:]), "input_size": config.input_size,
-             "precision": config.precision, "pooling": config.head["pooling"],
+             "precision": config.precision, "pooling": config.head["pooling"], "cut": config.cut,
              "backend": keras.backend.backend(), "code": code_version(),
              "versions": {p: package_version(p) for p in ("keras", "tensorflow", "jax", "jaxlib", "torch", "numpy")}}
     blob = json.dumps(ident, sort_keys=True).encode()

@@ -1,4 +1,4 @@
-"""The Keras model of one run: uint8 images -> resize -> normalise -> backbone -> head.
+"""The Keras model of one run: uint8 images -> resize -> normalise -> backbone (cut, partly frozen) -> head.
 
 Resizing and normalisation are layers, so they run on the accelerator in the compiled step
 under any Keras backend, and the input pipeline only moves uint8 batches. The frozen-cached mode
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keras
 
+from . import finetune
 from .backbones import BACKBONES
 from .config import RunConfig
 from .modes import MODES
@@ -39,16 +40,17 @@ def _trunk(config: RunConfig, image_shape: tuple[int, int, int]):
     keras.config.set_dtype_policy(config.precision)
     backbone_spec = BACKBONES.get(config.backbone)
     mode = MODES.get(config.mode)
-    backbone = build_backbone(backbone_spec, config.weights, config.input_size, mode.pretrained)
-    backbone.trainable = mode.trainable
+    backbone = finetune.cut(build_backbone(backbone_spec, config.weights, config.input_size, mode.pretrained),
+                            backbone_spec, config.cut)
+    finetune.set_trainable(backbone, backbone_spec, config)
 
     inputs = keras.Input(image_shape, dtype="uint8", name="images")
     x = inputs
     if image_shape[:2] != (config.input_size, config.input_size):
         x = keras.layers.Resizing(config.input_size, config.input_size, name="resize")(x)
     x = Normalize(preprocessing(backbone_spec, config.weights), name="normalize")(x)
-    # training=False pins BatchNorm to inference mode; None lets fit() switch it to training.
-    x = backbone(x, training=None if mode.batchnorm_training else False)
+    # No training=False here: under fit Keras 3 would overwrite it (finetune.py says what holds instead).
+    x = backbone(x)
     pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
             "flatten": keras.layers.Flatten}[config.head["pooling"]]
     return inputs, pool(name="pool")(x)

@@ -100,8 +100,8 @@ class _Data:
         self.cumulative = [self._cumulative(recs) for _, recs in self.sets]
         rows = [row for t in self.tables for _, row in t.iterrows()]
         self.panels = list(dict.fromkeys(block_title(r) for r in rows))
-        self.modes = list(dict.fromkeys(r["mode"] for r in rows))
-        self.mode_labels = {r["mode"]: r["label"].replace(" ", "\n", 1) for r in rows}  # two lines under a bar
+        self.modes = list(dict.fromkeys(r["kind"] for r in rows))
+        self.mode_labels = {r["kind"]: r["label"].replace(" ", "\n", 1) for r in rows}  # two lines under a bar
         self.footnote = self._footnote(notes)
 
     @staticmethod
@@ -147,7 +147,7 @@ class _Data:
     def rows(self, panel: str):
         """(set index, summary row) for each line of a panel, in mode order then set order."""
         found = [(s, row) for s, t in enumerate(self.tables) for _, row in t.iterrows() if block_title(row) == panel]
-        return sorted(found, key=lambda sr: (self.modes.index(sr[1]["mode"]), sr[0]))
+        return sorted(found, key=lambda sr: (self.modes.index(sr[1]["kind"]), sr[0]))
 
 
 def _panel_title(panel: str, width: int = 48) -> str:
@@ -201,7 +201,7 @@ def accuracy_figure(d: _Data) -> Figure:
             if not points:  # every repeat failed: named in the footnote
                 continue
             x, med, lo, hi = zip(*points)
-            st = d.style(s, row["mode"])
+            st = d.style(s, row["kind"])
             ax.plot(x, med, label=d.label(s, row), linewidth=2, markersize=6, **st)
             if row["ok"] > 1:
                 ax.fill_between(x, lo, hi, color=st["color"], alpha=0.18, linewidth=0)
@@ -236,10 +236,10 @@ def epoch_time_figure(d: _Data) -> Figure:
                 med = row[f"{metric}_median"]
                 if med != med:
                     continue
-                x = d.modes.index(row["mode"]) + (s - (len(d.sets) - 1) / 2) * width
+                x = d.modes.index(row["kind"]) + (s - (len(d.sets) - 1) / 2) * width
                 n = int(row[f"{metric}_n"])
                 err = [[med - row[f"{metric}_q1"]], [row[f"{metric}_q3"] - med]] if n > 1 else None
-                bars = ax.bar(x, med, width * 0.9, yerr=err, capsize=4, color=d.style(s, row["mode"])["color"],
+                bars = ax.bar(x, med, width * 0.9, yerr=err, capsize=4, color=d.style(s, row["kind"])["color"],
                               hatch=HATCHES[s % len(HATCHES)], edgecolor="black", linewidth=0.6,
                               label=d.label(s, row))
                 ax.bar_label(bars, labels=[f"{secs(med)}\nn={n}"], padding=2, fontsize=7)
@@ -266,7 +266,7 @@ def tradeoff_figure(d: _Data) -> Figure:
             pts = [(n, cum[n], row[f"val_acc_{n}_median"]) for n in d.epochs
                    if n in cum.index and row[f"val_acc_{n}_median"] == row[f"val_acc_{n}_median"]]
             epoch, x, y = zip(*pts)
-            ax.plot(x, y, label=d.label(s, row), linewidth=2, markersize=6, **d.style(s, row["mode"]))
+            ax.plot(x, y, label=d.label(s, row), linewidth=2, markersize=6, **d.style(s, row["kind"]))
             ax.annotate(f"epoch {epoch[-1]}", (x[-1], y[-1]), textcoords="offset points", xytext=(4, -10),
                         fontsize=7)
         ax.set(title=_panel_title(panel), xlabel="Cumulative training time (s, wall clock)", ylabel="Validation accuracy (%)")

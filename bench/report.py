@@ -4,7 +4,8 @@
   RESULTS/report.html   one self-contained file: figures embedded as base64 PNG
 
 Holds the suite's name and description, the environment, the measured comparison table and,
-where the suite names a reference (`reference: udacity-lab`), the documents' numbers beside ours.
+where the suite names a reference (`reference: udacity-lab`), the documents' numbers beside ours;
+where the runs sweep the training-set size for several strategies, the study (study.py).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from . import plots, store, tables
+from . import plots, store, study, tables
 from .errors import UserError, unknown
 from .store import atomic_write
 from .suite import REFERENCES, reference_names
@@ -178,7 +179,7 @@ def _reference_section(name: str, records: list[dict]) -> str:
 
 # --- assembly -----------------------------------------------------------------------------------
 
-def markdown(folder: Path, records: list[dict], figures: list[Path], out: Path) -> str:
+def markdown(folder: Path, records: list[dict], figures: list[Path], out: Path, study_files: list[Path] = ()) -> str:
     suite = _suite(folder)
     table, epochs = tables.summarise(records)
     parts = [f"# tlbench report: {suite.get('name') or folder.name}", ""]
@@ -188,6 +189,8 @@ def markdown(folder: Path, records: list[dict], figures: list[Path], out: Path) 
               "## Cost per run", "", _costs(table)]
     if suite.get("reference"):
         parts += [_reference_section(suite["reference"], records)]
+    if study_files:  # a training-set size study (study.py); its figures sit in OUT/figures beside the others
+        parts += [study.section(records)]
     parts += ["## Figures", ""]
     for path in figures:
         if path.suffix == ".png":
@@ -246,7 +249,8 @@ def write(folder: Path, out: Path | None = None) -> list[Path]:
     out = Path(out) if out else folder
     records = store.read_runs(folder)
     figures = plots.write_sets(out / "figures", [(None, records)])
-    md = markdown(folder, records, figures, out)
+    study_files = study.write(out, records)
+    md = markdown(folder, records, figures, out, study_files)
     atomic_write(out / "report.md", md)
     atomic_write(out / "report.html", to_html(md, out))
-    return figures + [out / "report.md", out / "report.html"]
+    return figures + study_files + [out / "report.md", out / "report.html"]

@@ -211,7 +211,7 @@ def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: boo
     try:
         for i, config in enumerate(suite.runs, 1):
             _check_stop()
-            prefix = f"run {i}/{len(suite.runs)} {config.label}"
+            prefix = f"run {i}/{len(suite.runs)} {suite.describe(config)}"
             parts = key_parts(config, environment, identity(config.weights))
             key = run_key(parts)
             with store.run_lock(folder, config.run_id) as holder:

@@ -5,9 +5,12 @@ Schema (README "Suite files" documents it for users):
   name: str                      required; also the results folder name
   description: str
   defaults: {SETTING: value}     see SETTINGS below
-  matrix: {backbone: [...], dataset: [...], mode: [...]}   each a name or a list of names
-  overrides: [{match: {AXIS: name or [names]}, set: {SETTING: value}}]   later entries win
+  matrix: {backbone: [...], dataset: [...], mode: [...], SETTING: [...]}   each a value or a list of values;
+                                 any setting but `repeats` can be an axis (train_size: [250, 1000, 4000])
+  overrides: [{match: {AXIS: value or [values]}, set: {SETTING: value}}]   later entries win
   datasets: {NAME: {type: DATASET_TYPE, PARAM: value}}     named variants (image folders, synthetic sizes)
+  modes: {NAME: {type: MODE, SETTING: value}}   named variants of a mode (a strategy: cut-early,
+                                 top-blocks), usable in matrix.mode; runs record the NAME as `strategy`
   regression: {time: 0.10, throughput: 0.10, accuracy: 2.0,
                overrides: [{match: {AXIS: name or [names]}, METRIC: value}]}   thresholds for `tlbench compare`
   reference: NAME                a documents' table to set beside the results in `tlbench report`
@@ -18,12 +21,14 @@ from __future__ import annotations
 import copy
 import importlib.util
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from . import finetune
 from .backbones import BACKBONES
 from .config import RunConfig
 from .datasets import DATASETS
@@ -37,7 +42,7 @@ AXES = ("backend", "backbone", "dataset", "mode")
 # child process with KERAS_BACKEND set, since Keras fixes its backend at import.
 BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 OPTIONAL_AXES = {"backend": ["tensorflow"]}
-TOP_KEYS = {"name", "description", "defaults", "matrix", "overrides", "datasets", "regression", "reference"}
+TOP_KEYS = {"name", "description", "defaults", "matrix", "overrides", "datasets", "modes", "regression", "reference"}
 # The documents' tables, kept as data; a suite names one with `reference:`.
 REFERENCES = Path(__file__).resolve().parent / "references"
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -85,6 +90,16 @@ def _jit(v):
     if isinstance(v, (str, bool)) and v in mapping:
         return mapping[v]
     raise ValueError(f"expected auto, true or false, got {v!r}")
+
+
+def _nullable(check: Callable) -> Callable:
+    return lambda v: None if v is None else check(v)
+
+
+def _cut(v):
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a layer name or early, middle or late, got {v!r}")
+    return v
 
 
 def _weights(v):
@@ -140,7 +155,12 @@ SETTINGS: dict[str, Callable] = {
     "jit_compile": _jit,
     "steps_per_execution": _int(1),
     "weights": _weights,
+    "cut": _nullable(_cut),  # null: the whole backbone
+    "unfreeze": _nullable(finetune.parse_unfreeze),  # null: the mode's (none when frozen, all otherwise)
+    "batchnorm": _nullable(_choice(finetune.BATCHNORM, "batchnorm policy")),  # null: frozen if any layer is
 }
+# Settings a matrix may sweep: all but the repeat count, which is not a configuration.
+SETTING_AXES = tuple(k for k in SETTINGS if k != "repeats")
 
 DEFAULTS: dict[str, Any] = {
     "epochs": 5, "batch_size": 32, "optimizer": "adam", "learning_rate": 1e-3,
@@ -149,6 +169,7 @@ DEFAULTS: dict[str, Any] = {
     "head": {"pooling": "avg", "dense": [512], "dropout": 0.0, "activation": "relu"},
     "train_size": None, "val_size": None, "seed": 0, "repeats": 1, "precision": "float32",
     "jit_compile": "auto", "steps_per_execution": 1, "weights": "imagenet",
+    "cut": None, "unfreeze": None, "batchnorm": None,
 }
 
 
@@ -186,6 +207,11 @@ class Suite:
     # Thresholds `tlbench compare` applies to this suite's results (see _regression); only what was given.
     regression: dict = field(default_factory=dict)
     reference: str | None = None  # name of a table in REFERENCES
+    axes: list[str] = field(default_factory=list)  # settings the matrix sweeps (shown beside each run's name)
+
+    def describe(self, run: RunConfig) -> str:
+        """The run's name with the values of the swept settings: 'mobilenet_v2 · mnist · frozen · train_size=250'."""
+        return " · ".join([run.label] + [f"{k}={getattr(run, k)}" for k in self.axes])
 
 
 class _Checker:
@@ -271,20 +297,22 @@ def load(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Suite:
 
     settings, origin = _settings(c, data)
     custom = _datasets(c, data, path.parent)
-    matrix = _matrix(c, data, custom)
-    rules = _overrides(c, data, matrix)
+    named = _modes(c, data)
+    matrix = _matrix(c, data, custom, named, settings)
+    rules = _overrides(c, data, matrix, settings)
     regression = _regression(c, data, matrix)
     reference = data.get("reference")
     if reference is not None and reference not in reference_names():
         c.error(("reference",), unknown("reference", reference, reference_names()))
-    _apply_cli(c, overrides, settings, origin, matrix, _valid_names(custom))
+    _apply_cli(c, overrides, settings, origin, matrix, _valid_names(custom, named))
 
     runs = []
     if not c.errors:
-        runs = _expand(c, name, settings, origin, matrix, rules, custom)
+        runs = _expand(c, name, settings, origin, matrix, rules, custom, named)
     if c.errors:
         raise SuiteErrors(c.errors)
-    return Suite(name, description, str(path), runs, regression, reference)
+    axes = [k for k in matrix if k in SETTINGS and len(matrix[k]) > 1]
+    return Suite(name, description, str(path), runs, regression, reference, axes)
 
 
 def reference_names() -> list[str]:
@@ -357,18 +385,46 @@ def _dataset_param(key: str, value, default, base_dir: Path):
     return float(value)
 
 
-def _valid_names(custom) -> dict[str, list[str]]:
+def _modes(c, data) -> dict[str, tuple[str, dict, dict]]:
+    """The suite's named mode variants: name -> (base mode, settings, where each setting was written)."""
+    named = {}
+    for name, spec in c.mapping(data.get("modes"), ("modes",)).items():
+        p = ("modes", name)
+        if name in MODES:
+            c.error(p, f"'{name}' is a built-in mode; give the variant a name of its own (e.g. '{name}-top-blocks')")
+            continue
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            c.error(p, f"a mode name goes into run ids and file names: letters, digits, '-', '_', '.'; got {name!r}")
+            continue
+        spec = c.mapping(spec, p, {"type", *SETTINGS})
+        base = spec.get("type")
+        if base not in MODES:
+            c.error(p + ("type",) if "type" in spec else p,
+                    unknown("mode", base, MODES.names()) if "type" in spec else
+                    f"needs 'type': the mode it varies, one of {', '.join(MODES.names())}")
+            continue
+        values = _check_settings(c, {k: v for k, v in spec.items() if k in SETTINGS}, p, DEFAULTS)
+        named[name] = (base, values, {k: p + (k,) for k in values})
+    return named
+
+
+def _valid_names(custom, named) -> dict[str, list[str]]:
     return {"backend": list(BACKENDS), "backbone": BACKBONES.names(),
-            "dataset": sorted(set(DATASETS.names()) | set(custom)), "mode": MODES.names()}
+            "dataset": sorted(set(DATASETS.names()) | set(custom)), "mode": MODES.names() + list(named)}
 
 
-def _matrix(c, data, custom) -> dict[str, list[str]]:
+def _axis_value(key: str, v, settings: dict):
+    """A setting's value in a matrix, an override's match or --set, normalised as in `defaults`."""
+    return _head(v, settings["head"]) if key == "head" else SETTINGS[key](v)
+
+
+def _matrix(c, data, custom, named, settings) -> dict[str, list]:
     m = data.get("matrix")
     if m is None:
         c.error(("matrix",), "required: lists of backbone, dataset and mode")
         return {a: [] for a in AXES}
-    m = c.mapping(m, ("matrix",), set(AXES))
-    valid = _valid_names(custom)
+    m = c.mapping(m, ("matrix",), set(AXES) | set(SETTING_AXES))
+    valid = _valid_names(custom, named)
     out = {}
     for axis in AXES:
         values = m.get(axis, OPTIONAL_AXES.get(axis))
@@ -390,10 +446,34 @@ def _matrix(c, data, custom) -> dict[str, list[str]]:
         if importlib.util.find_spec(BACKENDS[backend]) is None:
             c.error(("matrix", "backend"), f"backend '{backend}' needs the Python package '{BACKENDS[backend]}', "
                     f"which is not installed here: pip install 'tlbench[{backend}]'")
+    for key in (k for k in SETTING_AXES if k in m):
+        out[key] = _setting_axis(c, key, m[key], settings)
+        for name, (_, values, paths) in named.items():
+            if key in values:
+                c.error(paths[key], f"'{key}' is also a matrix axis: the mode would undo the sweep; "
+                        "set it in the matrix or here, not both")
     return out
 
 
-def _overrides(c, data, matrix):
+def _setting_axis(c, key: str, raw, settings: dict) -> list:
+    """The values a matrix sweeps a setting over, each checked as in `defaults`."""
+    listed = isinstance(raw, list)
+    values = []
+    for i, v in enumerate(raw if listed else [raw]):
+        try:
+            v = _axis_value(key, v, settings)
+        except ValueError as e:
+            c.error(("matrix", key, i) if listed else ("matrix", key), str(e))
+            continue
+        if v in values:
+            c.error(("matrix", key), f"lists {v!r} twice")
+        values.append(v)
+    if not values and listed and not raw:
+        c.error(("matrix", key), "must not be empty")
+    return values
+
+
+def _overrides(c, data, matrix, settings):
     rules = []
     raw = data.get("overrides")
     if raw is None:
@@ -405,15 +485,21 @@ def _overrides(c, data, matrix):
         p = ("overrides", i)
         rule = c.mapping(rule, p, {"match", "set"})
         match = {}
-        for axis, v in c.mapping(rule.get("match"), p + ("match",), set(AXES)).items():
-            if axis not in AXES:
+        for axis, v in c.mapping(rule.get("match"), p + ("match",), set(matrix)).items():
+            if axis not in matrix:
                 continue
             names = v if isinstance(v, list) else [v]
+            if axis in SETTINGS:
+                try:
+                    names = [_axis_value(axis, n, settings) for n in names]
+                except ValueError as e:
+                    c.error(p + ("match", axis), str(e))
+                    continue
             for n in names:
-                if n not in matrix.get(axis, []):
+                if n not in matrix[axis]:
                     c.error(p + ("match", axis), f"'{n}' is not in matrix.{axis} "
-                            f"({', '.join(matrix.get(axis, [])) or 'empty'}): this override would never apply")
-            match[axis] = [n for n in names if n in matrix.get(axis, [])]
+                            f"({', '.join(map(str, matrix[axis])) or 'empty'}): this override would never apply")
+            match[axis] = [n for n in names if n in matrix[axis]]
         if "set" not in rule:
             c.error(p, "needs 'set': the settings to change")
         values = _check_settings(c, rule.get("set"), p + ("set",), DEFAULTS)
@@ -424,7 +510,13 @@ def _overrides(c, data, matrix):
 def _apply_cli(c, items, settings, origin, matrix, valid):
     """--set wins over the file: a setting for every run, or an axis replaced outright."""
     for key, value in items:
-        if key in AXES:
+        if key in SETTING_AXES and key in matrix:  # replaces the file's sweep, as for the axes below
+            names = value if isinstance(value, list) else [value]
+            try:
+                matrix[key] = [_axis_value(key, n, settings) for n in names]
+            except ValueError as e:
+                c.error((key,), str(e), file="--set")
+        elif key in AXES:
             names = value if isinstance(value, list) else [value]
             for n in names:
                 if n not in valid[key]:
@@ -447,32 +539,46 @@ def _apply_cli(c, items, settings, origin, matrix, valid):
     c.cli = {k.split(".")[0] for k, _ in items}
 
 
-def _expand(c, name, settings, origin, matrix, rules, custom) -> list[RunConfig]:
+def _expand(c, name, settings, origin, matrix, rules, custom, named) -> list[RunConfig]:
     """Every run, repeat by repeat: round-robin over the configurations, so that a drift of the machine's
     speed during a suite spreads over all modes instead of falling on the one whose repeats ran last."""
     by_repeat: dict[int, list[RunConfig]] = {}
-    for combo in itertools.product(*(matrix[a] for a in AXES)):
-        at = dict(zip(AXES, combo))
-        backend, backbone, dataset, mode = combo
+    axes = list(matrix)
+    seen: dict[str, str] = {}
+    for combo in itertools.product(*(matrix[a] for a in axes)):
+        at = dict(zip(axes, combo))
         s, o = copy.deepcopy(settings), dict(origin)
-        for match, values, paths in rules:
-            if all(at[a] in names for a, names in match.items()):
-                for k, v in values.items():
-                    if k in c.cli:  # --set beats the file's overrides
-                        continue
-                    s[k] = _head(v, s["head"]) if k == "head" else v
-                    o[k] = paths[k]
-        _check_run(c, backbone, dataset, s, o, custom)
-        params = custom[dataset] if dataset in custom else {"type": dataset, **DATASETS.get(dataset).params}
+        for k in (a for a in axes if a in SETTINGS):
+            s[k], o[k] = at[k], ("matrix", k)
+        mode, values, paths = named.get(at["mode"], (at["mode"], {}, {}))
+        layers = [(values, paths)] + [(v, p) for match, v, p in rules
+                                      if all(at[a] in names for a, names in match.items())]
+        for values, paths in layers:
+            for k, v in values.items():
+                if k in c.cli:  # --set beats the file's modes and overrides
+                    continue
+                s[k] = _head(v, s["head"]) if k == "head" else v
+                o[k] = paths[k]
+        backbone, dataset = at["backbone"], at["dataset"]
         input_size = s["input_size"] or BACKBONES.get(backbone).default_size
+        _check_run(c, backbone, dataset, mode, {**s, "input_size": input_size}, o, custom)
+        unfreeze, batchnorm = finetune.canonical(mode, s["unfreeze"], s["batchnorm"])
+        params = custom[dataset] if dataset in custom else {"type": dataset, **DATASETS.get(dataset).params}
         for r in range(s["repeats"]):
-            by_repeat.setdefault(r, []).append(RunConfig(
-                suite=name, backend=backend, backbone=backbone, dataset=dataset, mode=mode, repeat=r,
+            run = RunConfig(
+                suite=name, backend=at["backend"], backbone=backbone, dataset=dataset, mode=mode, repeat=r,
                 epochs=s["epochs"], batch_size=s["batch_size"], optimizer=s["optimizer"],
                 learning_rate=s["learning_rate"], loss=s["loss"], input_size=input_size, head=s["head"],
                 train_size=s["train_size"], val_size=s["val_size"], seed=s["seed"], precision=s["precision"],
                 jit_compile=s["jit_compile"], steps_per_execution=s["steps_per_execution"],
-                weights=s["weights"], dataset_params=params))
+                weights=s["weights"], dataset_params=params, strategy=at["mode"] if at["mode"] in named else None,
+                cut=s["cut"], unfreeze=unfreeze, batchnorm=batchnorm)
+            where = ", ".join(f"{a}={at[a]}" for a in axes if len(matrix[a]) > 1)
+            if run.digest in seen:
+                c.error(("matrix",), f"two matrix entries give the same run ({seen[run.digest]}; {where}): "
+                        "a mode or override sets them to identical settings")
+            seen.setdefault(run.digest, where)
+            by_repeat.setdefault(r, []).append(run)
     return [run for r in sorted(by_repeat) for run in by_repeat[r]]
 
 
@@ -482,11 +588,13 @@ def _where(o, key):
     return (path[1:], "--set") if path[0] == "--set" else (path, None)
 
 
-def _check_run(c, backbone, dataset, s, o, custom):
+def _check_run(c, backbone, dataset, mode, s, o, custom):
     b = BACKBONES.get(backbone)
-    if s["input_size"] is not None and s["input_size"] < b.min_size:
+    if s["input_size"] < b.min_size:
         p, f = _where(o, "input_size")
         c.error(p, f"{s['input_size']} is below {backbone}'s minimum input size {b.min_size}", file=f)
+    else:
+        _check_depth(c, b, mode, s, o)
     if is_file_source(s["weights"]) and not Path(s["weights"]).is_file():
         p, f = _where(o, "weights")
         c.error(p, f"weights file '{s['weights']}' does not exist", file=f)
@@ -507,6 +615,28 @@ def _check_run(c, backbone, dataset, s, o, custom):
         if s[key] is not None and s[key] > n:
             p, f = _where(o, key)
             c.error(p, f"{s[key]} is more than the {n} {split} images of dataset '{dataset}'", file=f)
+
+
+def _check_depth(c, b, mode, s, o):
+    """The cut, unfreeze depth and BatchNorm policy fit the mode and the backbone's real layers."""
+    unfreeze = s["unfreeze"] or finetune.default_unfreeze(mode)
+    if not MODES.get(mode).trainable and unfreeze != "none":
+        p, f = _where(o, "unfreeze")
+        c.error(p, f"mode '{mode}' keeps the whole backbone frozen; unfreeze: {unfreeze} needs mode unfrozen "
+                "or scratch", file=f)
+        return
+    if s["batchnorm"] == "train" and unfreeze == "none":
+        p, f = _where(o, "batchnorm")
+        c.error(p, "batchnorm: train has no effect when no backbone layer trains (unfreeze: none)", file=f)
+    needs_layers = (s["cut"] is not None and s["cut"] not in b.cuts) or unfreeze.startswith(("last ", "from "))
+    if unfreeze.startswith("last ") and not b.blocks:
+        p, f = _where(o, "unfreeze")
+        c.error(p, f"{b.name} has no blocks defined for 'last N blocks'; use 'from LAYER'", file=f)
+    elif needs_layers:  # builds the architecture (no weights), only when a name must be looked up
+        names = list(finetune.layer_names(b.name, s["input_size"]))
+        for key, message in finetune.problems(b, names, s["cut"], unfreeze):
+            p, f = _where(o, key)
+            c.error(p, message, file=f)
 
 
 # --- regression thresholds (`tlbench compare`) ----------------------------------------------

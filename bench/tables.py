@@ -16,6 +16,7 @@ carries tracing and compilation, is its own column.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,10 @@ BLOCK_KEYS = ["backbone", "dataset", "input_size", "weights", "backend", "precis
 STATS = ("median", "q1", "q3", "min", "max", "n")
 
 
-def _mode_order(mode: str) -> tuple:
+def _order(mode: str, strategy: str | None) -> tuple:
+    """Rows from least to most trained: a mode's plain form first, then its named variants."""
     names = ["frozen", "frozen-cached", "unfrozen", "scratch"]
-    return (names.index(mode) if mode in names else len(names), mode)
+    return (names.index(mode) if mode in names else len(names), mode, strategy or "")
 
 
 def mode_label(mode: str) -> str:
@@ -41,10 +43,16 @@ def mode_label(mode: str) -> str:
 
 
 def default_epochs(ep: pd.DataFrame) -> list[int]:
-    """Epoch 1 and the last epoch, as the documents' table (1 and 5)."""
+    """Epoch 1 and the last epoch, as the documents' table (1 and 5); with runs of several lengths, each
+    length's last epoch (a block shows the columns its runs have)."""
     if ep.empty:
         return [1]
-    return sorted({1, int(ep.groupby("run_id")["epoch"].max().max())})
+    return sorted({1} | {int(n) for n in ep.groupby("run_id")["epoch"].max()})
+
+
+def _natural(text: str) -> list:
+    """'train_size=250' before 'train_size=1000'."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
 def identity_fields(record: dict) -> dict[str, str]:
@@ -60,22 +68,23 @@ def group_key(record: dict) -> str:
 
 
 def _variants(groups: dict[str, dict]) -> dict[str, tuple[str, str]]:
-    """group -> (variant, note). Within a block, a field that differs between groups of the SAME mode splits
-    the block (variant: 'epochs=3'); a field that differs only between modes (a suite's per-mode learning
-    rate) is noted on the row."""
+    """group -> (variant, note). Within a block, a field that differs between groups of the SAME row kind
+    (mode, or a suite's strategy) splits the block (variant: 'epochs=3'); a field that differs only between
+    kinds (a suite's per-mode learning rate, a strategy's cut) is noted on the row."""
     out = {}
     blocks: dict[tuple, list[str]] = {}
     for g, f in groups.items():
         blocks.setdefault(tuple(f[k] for k in BLOCK_KEYS), []).append(g)
     for members in blocks.values():
-        fields = sorted({k for g in members for k in groups[g]} - set(BLOCK_KEYS) - {"mode"})
+        fields = sorted({k for g in members for k in groups[g]} - set(BLOCK_KEYS) - {"mode", "strategy"})
         varies = [k for k in fields if len({groups[g].get(k) for g in members}) > 1]
-        within_mode = [k for k in varies if any(len({groups[g].get(k) for g in members
-                                                      if groups[g]["mode"] == m}) > 1
-                                                 for m in {groups[h]["mode"] for h in members})]
+        kind = {g: (groups[g]["mode"], groups[g].get("strategy")) for g in members}
+        within_mode = [k for k in varies if any(len({groups[g].get(k) for g in members if kind[g] == m}) > 1
+                                                 for m in set(kind.values()))]
         for g in members:
             show = lambda keys: ", ".join(f"{k}={groups[g].get(k)}" for k in keys)  # noqa: E731
-            out[g] = (show(within_mode), show([k for k in varies if k not in within_mode]))
+            # a strategy's own settings name it; the defaults (None) of the others would only clutter the row
+            out[g] = (show(within_mode), show([k for k in varies if k not in within_mode and groups[g].get(k) != "None"]))
     return out
 
 
@@ -119,9 +128,10 @@ def summarise(records: list[dict], epochs: list[int] | None = None) -> tuple[pd.
         cfg = complete(recs[0]["config"])
         ok = [r for r in recs if r.get("status") == "ok"]
         variant, note = variants[g]
-        row = {k: cfg.get(k) for k in BLOCK_KEYS + ["mode", "epochs", "batch_size", "train_size", "val_size"]}
-        row.update(group=g, variant=variant, hardware=fields[g]["hardware"],
-                   label=mode_label(cfg["mode"]) + (f" ({note})" if note else ""),
+        row = {k: cfg.get(k) for k in BLOCK_KEYS + ["mode", "strategy", "epochs", "batch_size", "train_size",
+                                                     "val_size"]}
+        row.update(group=g, variant=variant, hardware=fields[g]["hardware"], kind=cfg["strategy"] or cfg["mode"],
+                   label=(cfg["strategy"] or mode_label(cfg["mode"])) + (f" ({note})" if note else ""),
                    runs=len(recs), ok=len(ok), run_ids=" ".join(sorted(r["run_id"] for r in recs)),
                    status="ok" if len(ok) == len(recs) else ", ".join(sorted({r.get("status") for r in recs} - {"ok"})),
                    trainable_params=(recs[0].get("params") or {}).get("trainable"))
@@ -129,9 +139,9 @@ def summarise(records: list[dict], epochs: list[int] | None = None) -> tuple[pd.
             row.update({f"{metric}_{k}": v for k, v in describe(values).items()})
         rows.append(row)
     table = pd.DataFrame(rows)
-    table["_order"] = table["mode"].map(_mode_order)
-    table = table.sort_values(BLOCK_KEYS[:2] + ["variant", "_order"], kind="stable").drop(columns="_order")
-    return table.reset_index(drop=True), epochs
+    order = sorted(range(len(table)), key=lambda i: (*table.loc[i, BLOCK_KEYS[:2]], _natural(table.loc[i, "variant"]),
+                                                     _order(table.loc[i, "mode"], table.loc[i, "strategy"])))
+    return table.loc[order].reset_index(drop=True), epochs
 
 
 def pct(v: float) -> str:
@@ -175,15 +185,16 @@ NOTE = ("Cells: median [interquartile range] n = number of samples. Val Acc: one
 def markdown(table: pd.DataFrame, epochs: list[int]) -> str:
     if table.empty:
         return "_no runs recorded_\n"
-    header = (["Training Mode"] + [f"Val Acc @ {n} epoch" for n in epochs] + ["Time per epoch", "First epoch"])
     parts = []
     for _, block in table.groupby(BLOCK_KEYS + ["variant"], dropna=False, sort=False):
         first = block.iloc[0]
+        shown = [n for n in epochs if block[f"val_acc_{n}_median"].notna().any() or n == epochs[0]]
+        header = ["Training Mode"] + [f"Val Acc @ {n} epoch" for n in shown] + ["Time per epoch", "First epoch"]
         lines = [f"**{block_title(first)}**", "", f"_{first['hardware']}_", "",
                  "| " + " | ".join(header) + " |",
-                 "|---|" + ":---:|" * len(epochs) + "---:|---:|"]
+                 "|---|" + ":---:|" * len(shown) + "---:|---:|"]
         for _, row in block.iterrows():
-            cells = [row["label"]] + [cell(row, f"val_acc_{n}", pct) for n in epochs]
+            cells = [row["label"]] + [cell(row, f"val_acc_{n}", pct) for n in shown]
             cells += [cell(row, "steady_epoch_seconds", secs), cell(row, "first_epoch_seconds", secs)]
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
