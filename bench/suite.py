@@ -19,6 +19,7 @@ Schema (README "Suite files" documents it for users):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import itertools
 import re
@@ -446,7 +447,7 @@ def _matrix(c, data, custom, named, settings) -> dict[str, list]:
         if importlib.util.find_spec(BACKENDS[backend]) is None:
             c.error(("matrix", "backend"), f"backend '{backend}' needs the Python package '{BACKENDS[backend]}', "
                     f"which is not installed here: pip install 'tlbench[{backend}]'")
-    for key in (k for k in SETTING_AXES if k in m):
+    for key in (k for k in m if k in SETTING_AXES):  # in the file's order: the expansion's nesting
         out[key] = _setting_axis(c, key, m[key], settings)
         for name, (_, values, paths) in named.items():
             if key in values:
@@ -573,11 +574,13 @@ def _expand(c, name, settings, origin, matrix, rules, custom, named) -> list[Run
                 jit_compile=s["jit_compile"], steps_per_execution=s["steps_per_execution"],
                 weights=s["weights"], dataset_params=params, strategy=at["mode"] if at["mode"] in named else None,
                 cut=s["cut"], unfreeze=unfreeze, batchnorm=batchnorm)
+            # the same settings under two names would measure one thing twice and table it as two
+            same = dataclasses.replace(run, strategy=None).digest
             where = ", ".join(f"{a}={at[a]}" for a in axes if len(matrix[a]) > 1)
-            if run.digest in seen:
-                c.error(("matrix",), f"two matrix entries give the same run ({seen[run.digest]}; {where}): "
+            if same in seen:
+                c.error(("matrix",), f"two matrix entries give the same run ({seen[same]}; {where}): "
                         "a mode or override sets them to identical settings")
-            seen.setdefault(run.digest, where)
+            seen.setdefault(same, where)
             by_repeat.setdefault(r, []).append(run)
     return [run for r in sorted(by_repeat) for run in by_repeat[r]]
 

@@ -32,10 +32,10 @@ BLOCK_KEYS = ["backbone", "dataset", "input_size", "weights", "backend", "precis
 STATS = ("median", "q1", "q3", "min", "max", "n")
 
 
-def _order(mode: str, strategy: str | None) -> tuple:
+def _order(mode: str, kind: str) -> tuple:
     """Rows from least to most trained: a mode's plain form first, then its named variants."""
     names = ["frozen", "frozen-cached", "unfrozen", "scratch"]
-    return (names.index(mode) if mode in names else len(names), mode, strategy or "")
+    return (names.index(mode) if mode in names else len(names), mode, kind != mode, kind)
 
 
 def mode_label(mode: str) -> str:
@@ -140,7 +140,7 @@ def summarise(records: list[dict], epochs: list[int] | None = None) -> tuple[pd.
         rows.append(row)
     table = pd.DataFrame(rows)
     order = sorted(range(len(table)), key=lambda i: (*table.loc[i, BLOCK_KEYS[:2]], _natural(table.loc[i, "variant"]),
-                                                     _order(table.loc[i, "mode"], table.loc[i, "strategy"])))
+                                                     _order(table.loc[i, "mode"], table.loc[i, "kind"])))
     return table.loc[order].reset_index(drop=True), epochs
 
 

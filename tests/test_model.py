@@ -73,3 +73,20 @@ def test_unfrozen_and_scratch_train_everything(write_suite):
         assert counts["trainable"] > 300_000  # the whole 0.35 MobileNetV2 plus head
         assert counts["non_trainable"] == sum(int(np.prod(w.shape)) for w in m.non_trainable_weights)
         assert m.get_layer("resize").output.shape[1:3] == (32, 32)  # 16 px images resized in the model
+
+
+def test_a_cut_network_has_the_flops_parameters_and_features_of_its_layers(write_suite):
+    from bench import flops
+
+    text = TINY.replace("mode: [frozen, unfrozen, scratch]", "mode: [frozen, cut-middle]") + \
+        "modes:\n  cut-middle: {type: unfrozen, cut: middle}\n"
+    runs = {r.kind: r for r in suite.load(write_suite(text)).runs}
+    whole, cut = (model_lib.build(runs[k], (32, 32, 3), 4) for k in ("frozen", "cut-middle"))
+    backbone = next(layer for layer in cut.layers if isinstance(layer, keras.Model))
+    assert backbone.layers[-1].name == "block_13_expand_relu"
+    assert cut.get_layer("pool").output.shape[-1] == 192  # 0.35 MobileNetV2 there: 6 x 32 channels
+    c, w = flops.count(cut), flops.count(whole)
+    assert 0 < c.forward < w.forward
+    # everything in the cut network trains (3x), nothing of the frozen backbone does (1x)
+    assert c.train == 3 * c.forward and w.train < 1.1 * w.forward
+    assert model_lib.parameter_counts(cut)["trainable"] < model_lib.parameter_counts(whole)["non_trainable"]

@@ -178,7 +178,8 @@ def test_missing_suite_file_is_exit_2(tmp_path):
     assert p.returncode == 2 and "nope.yaml: cannot read suite file" in p.stderr
 
 
-@pytest.mark.parametrize("name, runs", [("offline-default", 9), ("udacity-inception-cifar10", 3), ("smoke", 3)])
+@pytest.mark.parametrize("name, runs", [("offline-default", 9), ("udacity-inception-cifar10", 3), ("smoke", 3),
+                                        ("four-cases", 36), ("four-cases-mnist", 36), ("four-cases-cifar10", 36)])
 def test_shipped_suites_validate(name, runs):
     s = suite.load(ROOT / "suites" / f"{name}.yaml")
     assert s.name == name and len(s.runs) == runs
@@ -198,3 +199,99 @@ def test_documents_suite_is_the_documents_protocol():
         assert (r.optimizer, r.learning_rate, r.loss, r.weights) == ("adam", 0.001, "categorical_crossentropy", "imagenet")
         assert r.head == {"pooling": "avg", "dense": [512], "dropout": 0.0, "activation": "relu"}
     assert [r.mode for r in s.runs] == ["frozen", "unfrozen", "scratch"]
+
+
+# --- settings as matrix axes, named mode variants, cut and fine-tuning depth ----------------------
+
+SWEEP = BASE.replace("[mobilenet_v2, resnet50]", "mobilenet_v2") + """\
+  train_size: [250, 1000]
+  learning_rate: [1e-3, "1e-4"]
+"""
+
+
+def test_any_setting_is_a_matrix_axis_with_distinct_runs(write_suite):
+    s = suite.load(write_suite(SWEEP))
+    got = [(r.mode, r.train_size, r.learning_rate) for r in s.runs]
+    assert got == [(m, n, lr) for m in ("frozen", "scratch") for n in (250, 1000) for lr in (0.001, 0.0001)]
+    assert len({r.run_id for r in s.runs}) == 8 and s.axes == ["train_size", "learning_rate"]
+    assert s.describe(s.runs[1]) == "mobilenet_v2 · fashion_mnist · frozen · train_size=250 · learning_rate=0.0001"
+
+
+def test_overrides_match_on_a_setting_axis_and_set_replaces_the_sweep(write_suite):
+    path = write_suite(SWEEP + "overrides:\n  - match: {train_size: 250}\n    set: {epochs: 7}\n")
+    assert {(r.train_size, r.epochs) for r in suite.load(path).runs} == {(250, 7), (1000, 2)}
+    s = suite.load(path, suite.parse_set(["train_size=[500]", "learning_rate=0.01"]))
+    assert {(r.train_size, r.learning_rate) for r in s.runs} == {(500, 0.01)} and len(s.runs) == 2
+
+
+MODES = BASE.replace("[mobilenet_v2, resnet50]", "mobilenet_v2") + """\
+modes:
+  top-blocks: {type: unfrozen, unfreeze: last 2 blocks}
+  cut-early: {type: frozen-cached, cut: early}
+"""
+
+
+def test_named_modes_are_strategies_of_a_base_mode(write_suite):
+    s = suite.load(write_suite(MODES.replace("[frozen, scratch]", "[frozen, top-blocks, cut-early, unfrozen]")))
+    got = [(r.mode, r.strategy, r.kind, r.cut, r.unfreeze, r.batchnorm) for r in s.runs]
+    assert got == [("frozen", None, "frozen", None, None, None),
+                   ("unfrozen", "top-blocks", "top-blocks", None, "last 2 blocks", None),
+                   ("frozen-cached", "cut-early", "cut-early", "early", None, None),
+                   ("unfrozen", None, "unfrozen", None, None, None)]
+    assert "-top-blocks-r0-" in s.runs[1].run_id
+
+
+def test_settings_equal_to_the_mode_default_keep_the_run_id(write_suite):
+    plain = suite.load(write_suite(BASE)).runs
+    spelled = suite.load(write_suite(BASE.replace("  weights: none\n", "  weights: none\n  batchnorm: frozen\n")
+                                     + "overrides:\n  - match: {mode: scratch}\n    set: {unfreeze: all, batchnorm: train}\n",
+                                     "b.yaml")).runs
+    assert [r.run_id for r in spelled] == [r.run_id for r in plain]
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("  bad: {type: frozen, unfreeze: last 2 blocks}\n",
+     "suite.yaml:14: modes.bad.unfreeze: mode 'frozen' keeps the whole backbone frozen; unfreeze: last 2 blocks needs "
+     "mode unfrozen or scratch"),
+    ("  bad: {type: unfrozen, unfreeze: last 17 blocks}\n",
+     "modes.bad.unfreeze: mobilenet_v2 has 16 blocks, not 17: use at most 'last 16 blocks' or 'all'"),
+    ("  bad: {type: unfrozen, cut: early, unfreeze: last 7 blocks}\n",
+     "modes.bad.unfreeze: mobilenet_v2 cut at early has 6 blocks, not 7"),
+    ("  bad: {type: unfrozen, unfreeze: from block_6_expnd}\n",
+     "modes.bad.unfreeze: mobilenet_v2 has no layer 'block_6_expnd' (did you mean 'block_6_expand'"),
+    ("  bad: {type: frozen, cut: block_6_expand_rel}\n",
+     "modes.bad.cut: mobilenet_v2 has no layer 'block_6_expand_rel' (did you mean 'block_6_expand_relu'"),
+    ("  bad: {type: unfrozen, unfreeze: first 3 blocks}\n",
+     "modes.bad.unfreeze: expected none, all, 'last N blocks' or 'from LAYER', got 'first 3 blocks'"),
+    ("  bad: {type: frozen, batchnorm: train}\n",
+     "modes.bad.batchnorm: batchnorm: train has no effect when no backbone layer trains"),
+    ("  bad: {type: unfrozen, batchnorm: trained}\n",
+     "modes.bad.batchnorm: unknown batchnorm policy 'trained' (did you mean 'train'?); valid: frozen, train"),
+    ("  bad: {type: finetune}\n", "modes.bad.type: unknown mode 'finetune'"),
+    ("  frozen: {type: frozen, cut: early}\n", "modes.frozen: 'frozen' is a built-in mode"),
+    ("  bad: {type: frozen, train_size: 250}\n",
+     "modes.bad.train_size: 'train_size' is also a matrix axis: the mode would undo the sweep"),
+    ("  bad: {type: frozen, cut: null}\n", "matrix: two matrix entries give the same run"),
+])
+def test_bad_strategies_name_the_key_and_the_real_layers(write_suite, extra, expected):
+    text = (SWEEP.replace("  learning_rate: [1e-3, \"1e-4\"]\n", "").replace("[frozen, scratch]", "[frozen, bad]")
+            + "modes:\n" + extra)
+    if "  frozen: " in extra:
+        text = text.replace("[frozen, bad]", "[frozen]")
+    errs = errors_of(write_suite(text))
+    assert any(expected in e for e in errs), errs
+
+
+def test_every_backbone_preset_names_a_real_layer_and_its_blocks_are_found():
+    from bench import finetune
+    from bench.backbones import BACKBONES
+
+    expected_blocks = {"mobilenet_v2": 16, "mobilenet_v2_035": 16, "inception_v3": 11, "resnet50": 16, "vgg16": 5,
+                       "vgg19": 5, "efficientnet_b0": 16}
+    for name in BACKBONES.names():
+        b = BACKBONES.get(name)
+        names = list(finetune.layer_names(name, max(b.min_size, 75)))
+        assert set(b.cuts) == {"early", "middle", "late"}
+        order = [names.index(b.cuts[k]) for k in ("early", "middle", "late")]  # raises if a preset is not a layer
+        assert order == sorted(order), name
+        assert len(finetune.block_starts(names, b.blocks)) == expected_blocks[name], name

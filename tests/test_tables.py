@@ -128,3 +128,25 @@ def test_runs_of_another_machine_are_not_pooled(golden):
     unfrozen = t[t["mode"] == "unfrozen"].set_index("hardware")
     assert unfrozen.loc["CPU: Test CPU · 2 cores", "runs"] == 2 and unfrozen.loc["CPU: Test CPU · 64 cores", "runs"] == 1
     assert set(t.variant) == {"hardware=CPU: Test CPU · 2 cores", "hardware=CPU: Test CPU · 64 cores"}
+
+
+def test_a_swept_setting_gives_a_block_per_value_in_natural_order_and_strategies_are_rows(golden):
+    """A matrix sweep of train_size (all modes at 250 and at 1000) and a strategy of the frozen mode."""
+    before = _rows(tables.write(golden, store.read_runs(golden)))
+    for path in list((golden / "runs").glob("*.json")):
+        _add_record(golden, path.name, lambda c: c.update(train_size=250), "-n250")
+        rec = json.loads(path.read_text())
+        rec["config"]["train_size"] = 1000
+        path.write_text(json.dumps(rec))
+    _add_record(golden, "mobilenet_v2-fashion_mnist-frozen-r0-5e9b4c7536.json",
+                lambda c: c.update(train_size=1000, strategy="cut-early", cut="early"), "-cut")
+    text = tables.write(golden, store.read_runs(golden))
+    titles = [line for line in text.splitlines() if line.startswith("**")]
+    assert [t.rsplit(" · ", 1)[1] for t in titles] == ["train_size=250**", "train_size=1000**"]
+    at_1000 = _rows(text.split("train_size=1000**")[1])
+    # the sweep pools nothing: each row of each block has the golden cells (the same runs, renamed)
+    assert at_1000["Frozen weights"].split(" | ")[1:] == before["Frozen weights"].split(" | ")[1:]
+    assert at_1000["cut-early (cut=early)"].startswith("| cut-early (cut=early) | 60.0% n=1 |")
+    assert list(at_1000)[:2] == ["Training Mode", "Frozen weights"] and list(at_1000)[2] == "cut-early (cut=early)"
+    t = tables.summarise(store.read_runs(golden))[0]
+    assert sorted(t.runs) == [1, 2, 2, 2, 2, 2, 2] and set(t.kind) == {"frozen", "cut-early", "unfrozen", "scratch"}
