@@ -97,6 +97,7 @@ class Study:
     sizes: list[int]
     lines: list[Line]
     records: list[dict]
+    protocol: dict[str, dict[int, str]] = field(default_factory=dict)  # settings that follow the size (_by_size)
 
 
 def _size(record: dict, config: dict) -> int | None:
@@ -146,18 +147,29 @@ def _line(name: str, config: dict, runs: list[tuple[int, dict]]) -> Line:
     return line
 
 
+def _by_size(sized: list[tuple[int, dict]]) -> dict[str, dict[int, str]]:
+    """Settings that follow the training-set size across the whole block (a suite's `match: {train_size: 250},
+    set: {epochs: 20}`): field -> {size: value}. They belong to the size, not to a strategy."""
+    seen: dict[str, dict[int, set]] = {}
+    for size, fields in sized:
+        for k, v in fields.items():
+            seen.setdefault(k, {}).setdefault(size, set()).add(v)
+    return {k: {s: v.pop() for s, v in per.items()} for k, per in seen.items()
+            if k != "train_size" and all(len(v) == 1 for v in per.values()) and len(set().union(*per.values())) > 1}
+
+
 def _study(records: list[dict]) -> Study | None:
     """The block's study, or None when it does not sweep at least two sizes for at least two strategies."""
+    sized = [(size, tables.identity_fields(rec), rec) for rec in records
+             if (size := _size(rec, complete(rec["config"]))) is not None]
+    protocol = _by_size([(size, fields) for size, fields, _ in sized])
     runs: dict[str, list[tuple[int, dict]]] = {}  # a strategy: the whole configuration but its size
     configs = {}
-    for rec in records:
-        cfg = complete(rec["config"])
-        size = _size(rec, cfg)
-        if size is None:
-            continue
-        key = json.dumps({k: v for k, v in tables.identity_fields(rec).items() if k != "train_size"}, sort_keys=True)
+    for size, fields, rec in sized:
+        key = json.dumps({k: v for k, v in fields.items() if k != "train_size" and k not in protocol}, sort_keys=True)
         runs.setdefault(key, []).append((size, rec))
-        configs[key] = {k: v for k, v in cfg.items() if k not in ("suite", "repeat", "train_size")}
+        configs[key] = {k: v for k, v in complete(rec["config"]).items()
+                        if k not in ("suite", "repeat", "train_size", *protocol)}
     sizes = sorted({s for pairs in runs.values() for s, _ in pairs})
     if len(sizes) < 2 or len(runs) < 2:
         return None
@@ -166,7 +178,7 @@ def _study(records: list[dict]) -> Study | None:
                    key=lambda ln: (CATEGORIES.index(ln.category), ln.name))
     cfg = complete(records[0]["config"])
     return Study(tables.block_title(cfg), tables.identity_fields(records[0])["hardware"],
-                 (cfg.get("dataset_params") or {}).get("type") or cfg["dataset"], sizes, lines, records)
+                 (cfg.get("dataset_params") or {}).get("type") or cfg["dataset"], sizes, lines, records, protocol)
 
 
 def find(records: list[dict]) -> list[Study]:
@@ -473,6 +485,15 @@ def _scale(study: Study, ref: dict) -> str:
 
 # --- assembly -------------------------------------------------------------------------------------
 
+def _protocol(study: Study) -> list[str]:
+    """The settings the suite set by size, said once rather than splitting every strategy's line."""
+    if not study.protocol:
+        return []
+    said = "; ".join(f"{k} " + ", ".join(f"{v} at {s:,}" for s, v in sorted(per.items()))
+                     for k, per in study.protocol.items())
+    return [f"Set by training-set size for every strategy: {said}.", ""]
+
+
 def markdown(studies: list[Study], level: int = 1) -> str:
     """The study section: per block the table, the crossovers, every strategy, the figures, the four cases."""
     h = "#" * level
@@ -481,7 +502,7 @@ def markdown(studies: list[Study], level: int = 1) -> str:
     for study in studies:
         parts += [f"{h}# {study.title}", "", f"_{study.hardware}_", "",
                   "Per data size: the best strategy, its margin, and its cost in time.", "", table(study), "",
-                  " ".join(sentence(x) for x in crossovers(study)), "", "Every strategy at every size "
+                  " ".join(sentence(x) for x in crossovers(study)), "", *_protocol(study), "Every strategy at every size "
                   "(final val acc · cost per run):", "", matrix(study), "",
                   "Strategies: " + "; ".join(f"**{ln.name}**: {ln.category} ({ln.detail})" for ln in study.lines) + ".",
                   ""]

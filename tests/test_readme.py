@@ -31,3 +31,21 @@ def test_gate_error_rates_in_the_readme_are_the_committed_benchmark_output():
         n = config["recommended_runs_per_side"]
         row = next(r for r in config["rates"] if r["runs_per_side"] == (n or 3))
         assert f"{100 * row['false_alarm']:.1f} %" in text and f"{100 * row['detection']:.1f} %" in text
+
+
+def test_published_four_cases_studies_are_the_committed_records():
+    from bench import study
+
+    text = _between("study:four-cases")
+    for name, sizes, runs in (("four-cases", [250, 1000, 4000, 8000], 48),
+                              ("four-cases-mnist", [125, 250, 1000, 4000], 36)):
+        records = store.read_runs(ROOT / "results" / name)
+        (found,) = study.find(records)
+        assert found.sizes == sizes and len(found.lines) == 5
+        assert all(r["status"] == "ok" and r["environment"]["git"]["dirty"] is False for r in records)
+        assert len(records) == runs  # every run of the suite
+        assert study.table(found) in text
+        for x in study.crossovers(found):
+            assert study.sentence(x) in text
+        for f in ("study.md", "figures/study_accuracy_vs_size.png", "figures/study_accuracy_vs_time.png"):
+            assert (ROOT / "results" / name / f).is_file()

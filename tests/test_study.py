@@ -209,3 +209,24 @@ def test_report_has_the_study_section(tmp_path, monkeypatch):
 def test_report_without_a_study_has_no_section(golden):
     report.write(golden)
     assert "Training-set size study" not in (golden / "report.md").read_text()
+
+
+def test_a_setting_the_suite_sets_by_size_belongs_to_the_size_not_to_a_strategy(tmp_path):
+    """Smaller sets train longer (`match: {train_size: 250}, set: {epochs: 20}`): still one line per strategy."""
+    epochs = {250: 20, 1000: 10, 4000: 5, 8000: 5}
+    for name in STRATEGIES:
+        for size in SIZES:
+            rec = record(name, size, 0, 0, "fashion_mnist")
+            rec["config"]["epochs"] = epochs[size]
+            store.write_run(tmp_path, rec)
+    (found,) = study.find(store.read_runs(tmp_path))
+    assert [ln.name for ln in found.lines] == list(STRATEGIES)
+    assert found.protocol == {"epochs": {250: "20", 1000: "10", 4000: "5", 8000: "5"}}
+    assert "Set by training-set size for every strategy: epochs 20 at 250, 10 at 1,000, 5 at 4,000, 5 at 8,000." \
+        in study.markdown([found])
+    # a setting that differs by size for one strategy only is that strategy's: it splits its line
+    rec = record("scratch", 8000, 1, 0, "fashion_mnist")
+    rec["config"]["epochs"] = 7
+    store.write_run(tmp_path, rec)
+    (found,) = study.find(store.read_runs(tmp_path))
+    assert found.protocol == {} and len(found.lines) > len(STRATEGIES)
