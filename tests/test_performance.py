@@ -165,7 +165,7 @@ def test_feature_cache_key_follows_what_changes_the_features(runs):
     base, ident = features.key(c, data, "fp")
     assert ident["weights"] == "none/seed 0"  # random weights: the seed that drew them
     for change in [dict(precision="mixed_bfloat16"), dict(input_size=48), dict(repeat=1),
-                   dict(head={**c.head, "pooling": "max"})]:
+                   dict(head={**c.head, "pooling": "max"}), dict(cut="early")]:
         assert features.key(dataclasses.replace(c, **change), data, "fp")[0] != base, change
     assert features.key(c, data, "other data")[0] != base
     # The head's own settings do not change the features: one cache serves them all.
@@ -191,7 +191,7 @@ def test_an_unreadable_cache_file_is_recomputed_and_replaced(runs, tmp_path):
 def test_tables_never_confuse_cached_with_frozen():
     assert tables.mode_label("frozen-cached") == "Frozen, cached features"
     assert tables.mode_label("frozen") == "Frozen weights"
-    assert sorted(["scratch", "frozen-cached", "unfrozen", "frozen"], key=tables._mode_order) == [
+    assert sorted(["scratch", "frozen-cached", "unfrozen", "frozen"], key=lambda m: tables._order(m, m)) == [
         "frozen", "frozen-cached", "unfrozen", "scratch"]
 
 
