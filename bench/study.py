@@ -218,6 +218,12 @@ class Crossover:
     pair: tuple[int, int] | None = None  # indices into points either side of it
 
     @property
+    def decided(self) -> bool:
+        """Whether the difference on either side of the crossing is beyond noise (else the crossing may be noise)."""
+        return any(beyond(versus(i.acc[size], c.acc[size])[0]) for size, c, i, _ in
+                   (self.points[k] for k in self.pair))
+
+    @property
     def verb(self) -> str:
         return "overtakes" if self.points[self.pair[0]][3] < 0 else "falls behind"
 
@@ -377,7 +383,8 @@ def accuracy_vs_size(studies: list[Study]) -> Figure:
         for x in crossovers(study):
             if x.at is not None:
                 ax.axvline(x.at, linestyle=":", color="#444444", linewidth=1.2, gid="crossover")
-                ax.text(x.at, 0.02, f" {x.challenger.split(' (')[0].lower()} {x.verb}\n {x.incumbent} ≈{x.at:,.0f}",
+                caveat = "" if x.decided else " (within noise)"
+                ax.text(x.at, 0.02, f" {x.challenger.split(' (')[0].lower()} {x.verb}\n {x.incumbent} ≈{x.at:,.0f}{caveat}",
                         transform=ax.get_xaxis_transform(), fontsize=7, rotation=90, va="bottom", color="#444444")
         _size_axis(ax, study.sizes)
         _accuracy_panel(ax, study)

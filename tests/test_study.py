@@ -96,6 +96,7 @@ def test_fine_tuning_overtakes_the_frozen_head_between_1000_and_4000(records):
     assert [round(d, 6) for *_, d in tuning.points] == [-6, -0.5, 4, 7]
     # -0.5 points at 1,000, +4 at 4,000: a ninth of the way on log size
     assert tuning.at == pytest.approx(1000 * 4 ** (1 / 9), abs=1) and tuning.at == pytest.approx(1166.5, abs=1)
+    assert tuning.decided  # +4 points at 4,000 is beyond noise, though -0.5 at 1,000 is not
     text = study.sentence(tuning)
     assert text.startswith("Fine-tuning (the better of partial and full) overtakes the frozen head at about 1,167 "
                            "training images")
@@ -129,6 +130,7 @@ def test_single_runs_say_n1_instead_of_an_interval(tmp_path):
     rows = md_rows(study.markdown([s]), "Training images")
     assert rows[0][2:4] == ["84.0% n=1", "+4.0 pts (n=1)"]
     assert "-0.5 pts at 1,000 (n=1, no interval)" in study.sentence(study.crossovers(s)[0])
+    assert not study.crossovers(s)[0].decided  # the figure marks the crossing "(within noise)"
     assert study.judge(s, 250, [study.CUT_HEAD])[1] == "inconclusive (n=1)"
 
 
