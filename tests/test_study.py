@@ -232,3 +232,14 @@ def test_a_setting_the_suite_sets_by_size_belongs_to_the_size_not_to_a_strategy(
     store.write_run(tmp_path, rec)
     (found,) = study.find(store.read_runs(tmp_path))
     assert found.protocol == {} and len(found.lines) > len(STRATEGIES)
+
+
+def test_a_single_run_best_other_does_not_hide_a_refutation_by_a_repeated_one(records, tmp_path):
+    for repeat in (1, 2):  # the best other strategy at 250, cut-early (84 %), keeps one run
+        (tmp_path / "runs" / f"cut-early-250-r{repeat}.json").unlink()
+    (s,) = study.find(store.read_runs(tmp_path))
+    measured, verdict = study.judge(s, 250, [study.SCRATCH])
+    assert verdict == "disagrees"
+    assert measured.endswith("against frozen-head (frozen head), 80.0%: -50.0 pts (beyond noise, 95 % interval "
+                             "-52.3 to -47.7 pts)")
+    assert study.judge(s, 250, [study.FROZEN_HEAD])[1] == "inconclusive (n=1)"  # 80 against cut-early's one 84
