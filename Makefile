@@ -6,7 +6,7 @@ run:
 	scripts/setup.sh run
 	.venv/bin/tlbench run suites/offline-default.yaml
 
-# The documents' four cases as a study: training-set size x strategy -> results/four-cases/ (about 50 min on 2 cores).
+# The documents' four cases as a study: training-set size x strategy -> results/four-cases/ (about 85 min on 2 cores).
 four-cases:
 	scripts/setup.sh run
 	.venv/bin/tlbench run suites/four-cases.yaml
