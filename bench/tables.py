@@ -19,7 +19,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .config import NOT_MATCHED, complete
