@@ -29,10 +29,13 @@ def cmd_validate(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from . import recipes
+
     s = _load_suite(args)
     for i, r in enumerate(s.runs, 1):
         size = f"{r.train_size or 'all'}/{r.val_size or 'all'}"
         depth = "".join(f"  {k} {getattr(r, k)}" for k in ("cut", "unfreeze", "batchnorm") if getattr(r, k))
+        depth += f"  recipe {recipes.name(r.recipe)}" if r.recipe or "recipe" in s.axes else ""
         print(f"{i:3d}  {r.run_id:56s} {r.input_size:4d}px  {size:>11s} img  {r.epochs} ep  batch {r.batch_size}"
               f"  {r.optimizer} {r.learning_rate:g}  weights {r.weights}{depth}")
     return EXIT_OK

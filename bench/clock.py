@@ -1,8 +1,8 @@
 """Per-epoch timing: wall seconds of the training pass and of validation, on a monotonic clock.
 
 Epoch 1 carries tracing and XLA compilation, so it is reported apart (phase "first") from the
-steady-state epochs. Throughput is images / seconds of the training pass, never a mean of
-per-step rates.
+steady-state epochs; so is the first epoch of a recipe's later stage (recipes.py), which compiles
+again. Throughput is images / seconds of the training pass, never a mean of per-step rates.
 
 The clock reads `time.perf_counter()` at three points only: epoch begin, validation begin
 (`on_test_begin`) and epoch end. Each reading is preceded by `device_sync(model)`, which waits
@@ -86,6 +86,11 @@ class EpochClock(keras.callbacks.Callback):
         # they line up with other traces taken on the same clock.
         self.readings: list[tuple[float, float | None, float]] = []
         self.diverged = False
+        self.stage = 1  # the recipe's stage the coming epochs belong to (the runner sets it per fit)
+        self._fit_started = True
+
+    def on_train_begin(self, logs=None):
+        self._fit_started = True
 
     def _now(self) -> float:
         # `self.model` also reattaches the JAX state to the model's variables, which is what
@@ -110,7 +115,8 @@ class EpochClock(keras.callbacks.Callback):
         logs = logs or {}
         self.rows.append({
             "epoch": epoch + 1,
-            "phase": "first" if epoch == 0 else "steady",
+            "stage": self.stage,
+            "phase": "first" if self._fit_started else "steady",
             "loss": logs.get("loss"),
             "accuracy": logs.get("accuracy"),
             "val_loss": logs.get("val_loss"),
@@ -121,6 +127,7 @@ class EpochClock(keras.callbacks.Callback):
             "train_images": self.train_images,
             "images_per_second": self.train_images / train_s if train_s > 0 else None,
         })
+        self._fit_started = False
         # Checked per epoch, not per batch: a per-batch hook would sync the device every step
         # and slow the very thing being measured.
         loss = logs.get("loss")

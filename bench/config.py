@@ -55,6 +55,8 @@ class RunConfig:
     # run that does not set them keeps the id it had before these settings existed.
     unfreeze: str | None = None
     batchnorm: str | None = None
+    # How it trains (recipes.py): a canonical recipe name; None is the documents' classic recipe.
+    recipe: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +68,10 @@ class RunConfig:
 
     @property
     def digest(self) -> str:
-        ident = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY}
+        # A setting left at its None default is left out, so adding a setting does not change the ids of
+        # the runs that do not use it.
+        unset = {f.name for f in fields(self) if f.default is None and getattr(self, f.name) is None}
+        ident = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY | unset}
         blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -49,6 +49,7 @@ class DatasetType:
     params: dict
     load: Callable[[dict], tuple]  # params -> (x_train, y_train, x_test, y_test, classes, source)
     counts: Callable[[dict], tuple[int, int]]  # params -> (n_train, n_test), without loading pixels
+    mirrors: bool = True  # a horizontally mirrored image keeps its class (not so for digits)
 
 
 DATASETS: Registry[DatasetType] = Registry("dataset")
@@ -111,7 +112,7 @@ def _cifar100_files(folder: Path):
 
 
 def _keras_dataset(name: str, local: Callable[[Path], tuple | None], subpath: str, classes: int,
-                   counts: tuple[int, int], hint: str) -> DatasetType:
+                   counts: tuple[int, int], hint: str, mirrors: bool = True) -> DatasetType:
     def load(params):
         for d in search_dirs():
             arrays = local(d / subpath)
@@ -130,7 +131,7 @@ def _keras_dataset(name: str, local: Callable[[Path], tuple | None], subpath: st
         (x_train, y_train), (x_test, y_test) = arrays
         return x_train, y_train, x_test, y_test, classes, f"keras.datasets.{name}"
 
-    return DatasetType(name, {}, load, lambda params: counts)
+    return DatasetType(name, {}, load, lambda params: counts, mirrors)
 
 
 DATASETS.register("fashion_mnist", _keras_dataset(
@@ -139,7 +140,7 @@ DATASETS.register("fashion_mnist", _keras_dataset(
     "$TLBENCH_DATA_DIR/fashion-mnist/."))
 DATASETS.register("mnist", _keras_dataset(
     "mnist", _mnist_files, "mnist.npz", 10, (60000, 10000),
-    "Offline: copy Keras's mnist.npz into $TLBENCH_DATA_DIR/ or ~/.keras/datasets/."))
+    "Offline: copy Keras's mnist.npz into $TLBENCH_DATA_DIR/ or ~/.keras/datasets/.", mirrors=False))
 DATASETS.register("cifar10", _keras_dataset(
     "cifar10", _cifar10_files, "cifar-10-batches-py", 10, (50000, 10000),
     "Offline: extract cifar-10-python.tar.gz into $TLBENCH_DATA_DIR/ or ~/.keras/datasets/."))
@@ -248,7 +249,7 @@ def _mnist_5k_load(params):
 
 
 DATASETS.register("mnist_5k", DatasetType(
-    "mnist_5k", {}, _mnist_5k_load, lambda params: (5000 - MNIST_5K_TEST, MNIST_5K_TEST)))
+    "mnist_5k", {}, _mnist_5k_load, lambda params: (5000 - MNIST_5K_TEST, MNIST_5K_TEST), mirrors=False))
 
 
 DATASETS.register("image_folder", DatasetType(
@@ -275,7 +276,7 @@ def _synthetic_load(params):
 
 DATASETS.register("synthetic", DatasetType(
     "synthetic", {"image_size": 32, "classes": 10, "train": 1000, "test": 200, "noise": 40.0, "seed": 0},
-    _synthetic_load, lambda p: (p["train"], p["test"])))
+    _synthetic_load, lambda p: (p["train"], p["test"]), mirrors=False))
 
 
 # --- subsetting, as the documents do it ------------------------------------------------------

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 from .backbones import BACKBONES, Backbone
 from .modes import MODES
+from .recipes import applied
 
 UNFREEZE_FORMS = "none, all, 'last N blocks' or 'from LAYER'"
 BATCHNORM = ("frozen", "train")
@@ -47,14 +48,21 @@ def unfreeze(config) -> str:
 
 
 def batchnorm(config) -> str:
-    """Frozen whenever any backbone layer is frozen, as Keras's transfer-learning guide advises."""
-    return config.batchnorm or ("train" if unfreeze(config) == "all" else "frozen")
+    """While backbone layers train; a stage that trains the head alone freezes the whole backbone."""
+    return config.batchnorm or default_batchnorm(config.mode, unfreeze(config), config.recipe)
 
 
-def canonical(mode: str, unfreeze_value: str | None, batchnorm_value: str | None) -> tuple[str | None, str | None]:
+def default_batchnorm(mode: str, unfreeze_value: str, recipe: str | None) -> str:
+    """The recipe's policy where it applies (recipes.py); otherwise frozen whenever any backbone layer is
+    frozen, as Keras's transfer-learning guide advises."""
+    return applied(mode, unfreeze_value, recipe)[0].batchnorm or ("train" if unfreeze_value == "all" else "frozen")
+
+
+def canonical(mode: str, unfreeze_value: str | None, batchnorm_value: str | None,
+              recipe: str | None = None) -> tuple[str | None, str | None]:
     """Settings equal to the mode's defaults stored as None, so the same run has one id however it was written."""
     u = None if unfreeze_value in (None, default_unfreeze(mode)) else unfreeze_value
-    default_bn = "train" if (u or default_unfreeze(mode)) == "all" else "frozen"
+    default_bn = default_batchnorm(mode, u or default_unfreeze(mode), recipe)
     return u, None if batchnorm_value in (None, default_bn) else batchnorm_value
 
 

@@ -1,4 +1,5 @@
-"""The Keras model of one run: uint8 images -> resize -> normalise -> backbone (cut, partly frozen) -> head.
+"""The Keras model of one run: uint8 images -> resize -> normalise -> [augment] -> backbone (cut, partly
+frozen) -> head; and how it is compiled for each stage of its recipe (recipes.py).
 
 Resizing and normalisation are layers, so they run on the accelerator in the compiled step
 under any Keras backend, and the input pipeline only moves uint8 batches. The frozen-cached mode
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import keras
 
-from . import finetune
+from . import finetune, recipes
 from .backbones import BACKBONES
 from .config import RunConfig
+from .datasets import DATASETS
 from .modes import MODES
 from .preprocessing import Normalize
 from .weights import build_backbone, preprocessing
@@ -49,6 +51,11 @@ def _trunk(config: RunConfig, image_shape: tuple[int, int, int]):
     if image_shape[:2] != (config.input_size, config.input_size):
         x = keras.layers.Resizing(config.input_size, config.input_size, name="resize")(x)
     x = Normalize(preprocessing(backbone_spec, config.weights), name="normalize")(x)
+    if recipes.resolve(config)[0].augment == "light":
+        # Keras's preprocessing layers act only while training, on the device, under every backend.
+        if DATASETS.get(config.dataset_params["type"]).mirrors:
+            x = keras.layers.RandomFlip("horizontal", name="random_flip")(x)
+        x = keras.layers.RandomTranslation(recipes.TRANSLATE, recipes.TRANSLATE, name="random_translation")(x)
     # No training=False here: under fit Keras 3 would overwrite it (finetune.py says what holds instead).
     x = backbone(x)
     pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
@@ -68,11 +75,33 @@ def head(x, spec: dict, classes: int):
     return keras.layers.Dense(classes, activation="softmax", dtype="float32", name="predictions")(x)
 
 
-def compile(model: keras.Model, config: RunConfig) -> None:
+def compile(model: keras.Model, config: RunConfig, stage: recipes.Stage, steps_per_epoch: int) -> None:
+    """Compile for one stage: the suite's optimizer at the stage's learning rate, under the recipe's schedule,
+    decoupled weight decay (Adam with it is AdamW) and label smoothing."""
+    recipe, _ = recipes.resolve(config)
+    rate = stage.learning_rate
+    if recipe.schedule == "warmup-cosine":
+        steps = stage.epochs * steps_per_epoch
+        warmup = max(1, round(recipes.WARMUP * steps))
+        rate = keras.optimizers.schedules.CosineDecay(0.0, max(1, steps - warmup), warmup_target=stage.learning_rate,
+                                                      warmup_steps=warmup)
+    decay = {"weight_decay": recipe.weight_decay} if recipe.weight_decay else {}
     optimizer = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
-                 "rmsprop": keras.optimizers.RMSprop}[config.optimizer](learning_rate=config.learning_rate)
-    model.compile(optimizer=optimizer, loss=config.loss, metrics=["accuracy"], jit_compile=jit_compile(config),
+                 "rmsprop": keras.optimizers.RMSprop}[config.optimizer](learning_rate=rate, **decay)
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing) if recipe.label_smoothing
+            else config.loss)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile(config),
                   steps_per_execution=config.steps_per_execution)
+
+
+def enter_stage(model: keras.Model, config: RunConfig, stage: recipes.Stage) -> None:
+    """Set what trains in this stage: the head alone (the whole backbone frozen, BatchNorm included), or the
+    layers `unfreeze` names. Keras needs a compile after this; `compile` follows."""
+    for backbone in (layer for layer in model.layers if isinstance(layer, keras.Model)):  # none: cached features
+        if stage.trains == "head":
+            backbone.trainable = False
+        else:
+            finetune.set_trainable(backbone, BACKBONES.get(config.backbone), config)
 
 
 def jit_compile(config: RunConfig):

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import datasets, store
+from . import datasets, recipes, store
 from .config import RunConfig
 from .errors import UserError
 from .identity import changes, key_parts, run_key
@@ -37,7 +37,8 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
 
     record = {"schema": store.SCHEMA, "run_id": config.run_id, "suite": config.suite,
               "config": config.to_dict(), "started": _now(), "status": "running", "error": None,
-              "environment": environment, "weights": identity(config.weights), "epochs": []}
+              "environment": environment, "weights": identity(config.weights), "recipe": recipes.describe(config),
+              "epochs": []}
     clock = None
     machine = load.snapshot()
     memory = Peak().start()
@@ -64,9 +65,11 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
         t = time.perf_counter()
         build = model_lib.build_head if mode.cached_features else model_lib.build
         model = build(config, x_train.shape[1:], data.classes)
-        model_lib.compile(model, config)
+        stages = recipes.stages(config)
+        steps = -(-len(x_train) // config.batch_size)
+        model_lib.enter_stage(model, config, stages[0])
+        model_lib.compile(model, config, stages[0], steps)
         record["build_seconds"] = time.perf_counter() - t
-        record["params"] = model_lib.parameter_counts(model)
         record["precision"] = keras.config.dtype_policy().name
         record["xla"] = {"requested": config.jit_compile, "resolved": bool(model.jit_compile)}
 
@@ -79,13 +82,23 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
         # What the clock's seconds include: the device sync before each reading, Keras's own per-step
         # host sync (TensorFlow), the steps per execution and the progress output.
         record["execution"] = {"batch_size": config.batch_size, "steps_per_execution": int(model.steps_per_execution),
-                               "train_steps_per_epoch": -(-len(x_train) // config.batch_size),
+                               "train_steps_per_epoch": steps,
                                "inputs": "cached features" if mode.cached_features else "uint8 images",
                                "pipeline": pipeline, "verbose": verbose,
                                **measurement(keras.backend.backend())}
         clock = EpochClock(len(x_train), stop_requested=lambda: bool(_stop_code))
-        model.fit(epochs=config.epochs, callbacks=[clock], verbose=verbose, **fit_args)
-        _check_stop()
+        for stage in stages:
+            if stage.number > 1:  # what trains changes, so Keras compiles again: its first epoch is not steady
+                model_lib.enter_stage(model, config, stage)
+                model_lib.compile(model, config, stage, steps)
+            record["params"] = model_lib.parameter_counts(model)  # the last stage's stands for the run
+            record["recipe"]["stages"][stage.number - 1]["trainable_params"] = record["params"]["trainable"]
+            clock.stage = stage.number
+            model.fit(initial_epoch=stage.first_epoch - 1, epochs=stage.last_epoch, callbacks=[clock],
+                      verbose=verbose, **fit_args)
+            _check_stop()
+            if clock.diverged:
+                break
         record["status"] = "diverged" if clock.diverged else "ok"
         if clock.diverged:
             record["error"] = "training loss became NaN or infinite"

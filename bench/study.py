@@ -50,11 +50,6 @@ NOTE = ("Accuracy: validation accuracy after the last epoch, one sample per run:
         "the most accurate frozen head at the same size.")
 
 
-def kind(config: dict) -> str:
-    """The row's name in the suite: its named strategy, else its mode."""
-    return config.get("strategy") or config["mode"]
-
-
 def category(config: dict) -> str:
     """What a configuration trains: the documents' vocabulary, from mode, cut and unfreeze."""
     mode = MODES.get(config["mode"])
@@ -70,7 +65,7 @@ def category(config: dict) -> str:
 def _detail(config: dict) -> str:
     """The settings behind a strategy's category, for the list under the table."""
     parts = [f"mode {config['mode']}"]
-    parts += [f"{k} {config[k]}" for k in ("cut", "unfreeze", "batchnorm") if config.get(k)]
+    parts += [f"{k} {config[k]}" for k in ("cut", "unfreeze", "batchnorm", "recipe") if config.get(k)]
     return ", ".join(parts)
 
 
@@ -120,9 +115,9 @@ def _names(configs: dict[str, dict]) -> dict[str, str]:
     """line key -> name: the kind, with the settings that tell apart two lines of the same kind."""
     out = {}
     for key, cfg in configs.items():
-        same = [c for c in configs.values() if kind(c) == kind(cfg)]
+        same = [c for c in configs.values() if tables.kind(c) == tables.kind(cfg)]
         differ = sorted(k for k in cfg if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in same}) > 1)
-        out[key] = kind(cfg) + (f" ({', '.join(f'{k}={cfg[k]}' for k in differ)})" if differ else "")
+        out[key] = tables.kind(cfg) + (f" ({', '.join(f'{k}={cfg[k]}' for k in differ)})" if differ else "")
     return out
 
 

@@ -7,6 +7,8 @@ Schema (README "Suite files" documents it for users):
   defaults: {SETTING: value}     see SETTINGS below
   matrix: {backbone: [...], dataset: [...], mode: [...], SETTING: [...]}   each a value or a list of values;
                                  any setting but `repeats` can be an axis (train_size: [250, 1000, 4000])
+          include: [{AXIS: value or [values]}]   more runs beside the product: each entry is a product of
+                                 its own, axes it does not name taken from the matrix (an ablation of one mode)
   overrides: [{match: {AXIS: value or [values]}, set: {SETTING: value}}]   later entries win
   datasets: {NAME: {type: DATASET_TYPE, PARAM: value}}     named variants (image folders, synthetic sizes)
   modes: {NAME: {type: MODE, SETTING: value}}   named variants of a mode (a strategy: cut-early,
@@ -29,7 +31,7 @@ from typing import Any, Callable
 
 import yaml
 
-from . import finetune
+from . import finetune, recipes
 from .backbones import BACKBONES
 from .config import RunConfig
 from .datasets import DATASETS
@@ -159,6 +161,7 @@ SETTINGS: dict[str, Callable] = {
     "cut": _nullable(_cut),  # null: the whole backbone
     "unfreeze": _nullable(finetune.parse_unfreeze),  # null: the mode's (none when frozen, all otherwise)
     "batchnorm": _nullable(_choice(finetune.BATCHNORM, "batchnorm policy")),  # null: frozen if any layer is
+    "recipe": _nullable(recipes.parse),  # null: classic, the documents' recipe
 }
 # Settings a matrix may sweep: all but the repeat count, which is not a configuration.
 SETTING_AXES = tuple(k for k in SETTINGS if k != "repeats")
@@ -170,7 +173,7 @@ DEFAULTS: dict[str, Any] = {
     "head": {"pooling": "avg", "dense": [512], "dropout": 0.0, "activation": "relu"},
     "train_size": None, "val_size": None, "seed": 0, "repeats": 1, "precision": "float32",
     "jit_compile": "auto", "steps_per_execution": 1, "weights": "imagenet",
-    "cut": None, "unfreeze": None, "batchnorm": None,
+    "cut": None, "unfreeze": None, "batchnorm": None, "recipe": None,
 }
 
 
@@ -212,7 +215,8 @@ class Suite:
 
     def describe(self, run: RunConfig) -> str:
         """The run's name with the values of the swept settings: 'mobilenet_v2 · mnist · frozen · train_size=250'."""
-        return " · ".join([run.label] + [f"{k}={getattr(run, k)}" for k in self.axes])
+        return " · ".join([run.label] + [f"{k}={recipes.name(run.recipe) if k == 'recipe' else getattr(run, k)}"
+                                         for k in self.axes])
 
 
 class _Checker:
@@ -299,21 +303,38 @@ def load(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Suite:
     settings, origin = _settings(c, data)
     custom = _datasets(c, data, path.parent)
     named = _modes(c, data)
-    matrix = _matrix(c, data, custom, named, settings)
-    rules = _overrides(c, data, matrix, settings)
-    regression = _regression(c, data, matrix)
+    matrix, includes = _matrix(c, data, custom, named, settings)
+    rules = _overrides(c, data, _swept(matrix, includes), settings)
+    regression = _regression(c, data, _swept(matrix, includes))
     reference = data.get("reference")
     if reference is not None and reference not in reference_names():
         c.error(("reference",), unknown("reference", reference, reference_names()))
-    _apply_cli(c, overrides, settings, origin, matrix, _valid_names(custom, named))
+    _apply_cli(c, overrides, settings, origin, [matrix, *includes], _valid_names(custom, named))
 
     runs = []
     if not c.errors:
-        runs = _expand(c, name, settings, origin, matrix, rules, custom, named)
+        runs = _expand(c, name, settings, origin, matrix, includes, rules, custom, named)
     if c.errors:
         raise SuiteErrors(c.errors)
-    axes = [k for k in matrix if k in SETTINGS and len(matrix[k]) > 1]
+    axes = [k for k in _swept(matrix, includes)
+            if k in SETTINGS and len({json_text(getattr(r, k)) for r in runs}) > 1]
     return Suite(name, description, str(path), runs, regression, reference, axes)
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _swept(matrix: dict, includes: list[dict]) -> dict[str, list]:
+    """Every value each axis takes anywhere in the matrix or its includes, in order of appearance."""
+    out: dict[str, list] = {}
+    for product in (matrix, *includes):
+        for k, values in product.items():
+            out.setdefault(k, [])
+            out[k] += [v for v in values if v not in out[k]]
+    return out
 
 
 def reference_names() -> list[str]:
@@ -419,12 +440,13 @@ def _axis_value(key: str, v, settings: dict):
     return _head(v, settings["head"]) if key == "head" else SETTINGS[key](v)
 
 
-def _matrix(c, data, custom, named, settings) -> dict[str, list]:
+def _matrix(c, data, custom, named, settings) -> tuple[dict[str, list], list[dict[str, list]]]:
+    """The matrix's axes and its `include` entries (each an axis -> values mapping of its own)."""
     m = data.get("matrix")
     if m is None:
         c.error(("matrix",), "required: lists of backbone, dataset and mode")
-        return {a: [] for a in AXES}
-    m = c.mapping(m, ("matrix",), set(AXES) | set(SETTING_AXES))
+        return {a: [] for a in AXES}, []
+    m = c.mapping(m, ("matrix",), set(AXES) | set(SETTING_AXES) | {"include"})
     valid = _valid_names(custom, named)
     out = {}
     for axis in AXES:
@@ -433,22 +455,47 @@ def _matrix(c, data, custom, named, settings) -> dict[str, list]:
             c.error(("matrix", axis), f"required: one or more of {', '.join(valid[axis])}")
             out[axis] = []
             continue
-        values = values if isinstance(values, list) else [values]
-        if not values:
-            c.error(("matrix", axis), "must not be empty")
-        for i, v in enumerate(values):
-            if v not in valid[axis]:
-                p = ("matrix", axis, i) if isinstance(m.get(axis), list) else ("matrix", axis)
-                c.error(p, unknown(axis, v, valid[axis]))
-        out[axis] = [v for v in values if v in valid[axis]]
-        if len(set(out[axis])) != len(out[axis]):
-            c.error(("matrix", axis), "lists a name twice")
-    for backend in out["backend"]:
+        out[axis] = _names(c, ("matrix", axis), values, valid[axis])
+    out.update(_product_settings(c, ("matrix",), m, named, settings))
+    includes = []
+    raw = m.get("include")
+    if raw is not None and not isinstance(raw, list):
+        c.error(("matrix", "include"), "expected a list of {AXIS: value or [values]} entries")
+    for i, entry in enumerate(raw if isinstance(raw, list) else []):
+        p = ("matrix", "include", i)
+        entry = c.mapping(entry, p, set(AXES) | set(SETTING_AXES))
+        if not entry and isinstance(entry, dict):
+            c.error(p, "an include entry names at least one axis, e.g. {mode: unfrozen, recipe: modern}")
+        extra = {axis: _names(c, p + (axis,), entry[axis], valid[axis]) for axis in AXES if axis in entry}
+        extra.update(_product_settings(c, p, entry, named, settings))
+        includes.append({**out, **extra})
+    for backend in _swept(out, includes).get("backend", []):
         if importlib.util.find_spec(BACKENDS[backend]) is None:
             c.error(("matrix", "backend"), f"backend '{backend}' needs the Python package '{BACKENDS[backend]}', "
                     f"which is not installed here: pip install 'tlbench[{backend}]'")
-    for key in (k for k in m if k in SETTING_AXES):  # in the file's order: the expansion's nesting
-        out[key] = _setting_axis(c, key, m[key], settings)
+    return out, includes
+
+
+def _names(c, path: tuple, values, valid: list[str]) -> list[str]:
+    """An axis's names (backend, backbone, dataset, mode), each checked against the valid ones."""
+    listed = isinstance(values, list)
+    values = values if listed else [values]
+    if not values:
+        c.error(path, "must not be empty")
+    for i, v in enumerate(values):
+        if v not in valid:
+            c.error(path + (i,) if listed else path, unknown(path[-1], v, valid))
+    names = [v for v in values if v in valid]
+    if len(set(names)) != len(names):
+        c.error(path, "lists a name twice")
+    return names
+
+
+def _product_settings(c, path: tuple, m: dict, named, settings) -> dict[str, list]:
+    """The settings one product sweeps, in the file's order (the expansion's nesting)."""
+    out = {}
+    for key in (k for k in m if k in SETTING_AXES):
+        out[key] = _setting_axis(c, path + (key,), m[key], settings)
         for name, (_, values, paths) in named.items():
             if key in values:
                 c.error(paths[key], f"'{key}' is also a matrix axis: the mode would undo the sweep; "
@@ -456,21 +503,21 @@ def _matrix(c, data, custom, named, settings) -> dict[str, list]:
     return out
 
 
-def _setting_axis(c, key: str, raw, settings: dict) -> list:
+def _setting_axis(c, path: tuple, raw, settings: dict) -> list:
     """The values a matrix sweeps a setting over, each checked as in `defaults`."""
-    listed = isinstance(raw, list)
+    key, listed = path[-1], isinstance(raw, list)
     values = []
     for i, v in enumerate(raw if listed else [raw]):
         try:
             v = _axis_value(key, v, settings)
         except ValueError as e:
-            c.error(("matrix", key, i) if listed else ("matrix", key), str(e))
+            c.error(path + (i,) if listed else path, str(e))
             continue
         if v in values:
-            c.error(("matrix", key), f"lists {v!r} twice")
+            c.error(path, f"lists {v!r} twice")
         values.append(v)
     if not values and listed and not raw:
-        c.error(("matrix", key), "must not be empty")
+        c.error(path, "must not be empty")
     return values
 
 
@@ -508,21 +555,26 @@ def _overrides(c, data, matrix, settings):
     return rules
 
 
-def _apply_cli(c, items, settings, origin, matrix, valid):
-    """--set wins over the file: a setting for every run, or an axis replaced outright."""
+def _apply_cli(c, items, settings, origin, products, valid):
+    """--set wins over the file: a setting for every run, or an axis replaced outright (in the matrix and
+    in every include entry, so that the runs left are exactly the ones asked for)."""
     for key, value in items:
-        if key in SETTING_AXES and key in matrix:  # replaces the file's sweep, as for the axes below
+        if key in SETTING_AXES and any(key in p for p in products):  # replaces the file's sweeps
             names = value if isinstance(value, list) else [value]
             try:
-                matrix[key] = [_axis_value(key, n, settings) for n in names]
+                swept = [_axis_value(key, n, settings) for n in names]
             except ValueError as e:
                 c.error((key,), str(e), file="--set")
+                continue
+            for p in products:
+                p[key] = swept
         elif key in AXES:
             names = value if isinstance(value, list) else [value]
             for n in names:
                 if n not in valid[key]:
                     c.error((key,), unknown(key, n, valid[key]), file="--set")
-            matrix[key] = [n for n in names if n in valid[key]]
+            for p in products:
+                p[key] = [n for n in names if n in valid[key]]
         elif key.startswith("head."):
             try:
                 settings["head"] = _head({key[5:]: value}, settings["head"])
@@ -540,20 +592,31 @@ def _apply_cli(c, items, settings, origin, matrix, valid):
     c.cli = {k.split(".")[0] for k, _ in items}
 
 
-def _expand(c, name, settings, origin, matrix, rules, custom, named) -> list[RunConfig]:
+def _combinations(products: list[dict]) -> list[dict]:
+    """Each product's combinations, in order; one the matrix already gave an include entry is not repeated."""
+    out, seen = [], set()
+    for product in products:
+        for combo in itertools.product(*product.values()):
+            at = dict(zip(product, combo))
+            if json_text(at) not in seen:
+                seen.add(json_text(at))
+                out.append(at)
+    return out
+
+
+def _expand(c, name, settings, origin, matrix, includes, rules, custom, named) -> list[RunConfig]:
     """Every run, repeat by repeat: round-robin over the configurations, so that a drift of the machine's
     speed during a suite spreads over all modes instead of falling on the one whose repeats ran last."""
     by_repeat: dict[int, list[RunConfig]] = {}
-    axes = list(matrix)
+    swept = _swept(matrix, includes)
     seen: dict[str, str] = {}
-    for combo in itertools.product(*(matrix[a] for a in axes)):
-        at = dict(zip(axes, combo))
+    for at in _combinations([matrix, *includes]):
         s, o = copy.deepcopy(settings), dict(origin)
-        for k in (a for a in axes if a in SETTINGS):
+        for k in (a for a in at if a in SETTINGS):
             s[k], o[k] = at[k], ("matrix", k)
         mode, values, paths = named.get(at["mode"], (at["mode"], {}, {}))
         layers = [(values, paths)] + [(v, p) for match, v, p in rules
-                                      if all(at[a] in names for a, names in match.items())]
+                                      if all(s.get(a, at.get(a)) in names for a, names in match.items())]
         for values, paths in layers:
             for k, v in values.items():
                 if k in c.cli:  # --set beats the file's modes and overrides
@@ -563,7 +626,7 @@ def _expand(c, name, settings, origin, matrix, rules, custom, named) -> list[Run
         backbone, dataset = at["backbone"], at["dataset"]
         input_size = s["input_size"] or BACKBONES.get(backbone).default_size
         _check_run(c, backbone, dataset, mode, {**s, "input_size": input_size}, o, custom)
-        unfreeze, batchnorm = finetune.canonical(mode, s["unfreeze"], s["batchnorm"])
+        unfreeze, batchnorm = finetune.canonical(mode, s["unfreeze"], s["batchnorm"], s["recipe"])
         params = custom[dataset] if dataset in custom else {"type": dataset, **DATASETS.get(dataset).params}
         for r in range(s["repeats"]):
             run = RunConfig(
@@ -573,10 +636,10 @@ def _expand(c, name, settings, origin, matrix, rules, custom, named) -> list[Run
                 train_size=s["train_size"], val_size=s["val_size"], seed=s["seed"], precision=s["precision"],
                 jit_compile=s["jit_compile"], steps_per_execution=s["steps_per_execution"],
                 weights=s["weights"], dataset_params=params, strategy=at["mode"] if at["mode"] in named else None,
-                cut=s["cut"], unfreeze=unfreeze, batchnorm=batchnorm)
+                cut=s["cut"], unfreeze=unfreeze, batchnorm=batchnorm, recipe=s["recipe"])
             # the same settings under two names would measure one thing twice and table it as two
             same = dataclasses.replace(run, strategy=None).digest
-            where = ", ".join(f"{a}={at[a]}" for a in axes if len(matrix[a]) > 1)
+            where = ", ".join(f"{a}={at[a]}" for a in at if len(swept[a]) > 1)
             if same in seen:
                 c.error(("matrix",), f"two matrix entries give the same run ({seen[same]}; {where}): "
                         "a mode or override sets them to identical settings")
@@ -598,6 +661,9 @@ def _check_run(c, backbone, dataset, mode, s, o, custom):
         c.error(p, f"{s['input_size']} is below {backbone}'s minimum input size {b.min_size}", file=f)
     else:
         _check_depth(c, b, mode, s, o)
+    for key, message in recipes.problems(s, mode):
+        p, f = _where(o, key)
+        c.error(p, message, file=f)
     if is_file_source(s["weights"]) and not Path(s["weights"]).is_file():
         p, f = _where(o, "weights")
         c.error(p, f"weights file '{s['weights']}' does not exist", file=f)

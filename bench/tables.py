@@ -31,10 +31,19 @@ BLOCK_KEYS = ["backbone", "dataset", "input_size", "weights", "backend", "precis
 STATS = ("median", "q1", "q3", "min", "max", "n")
 
 
-def _order(mode: str, kind: str) -> tuple:
-    """Rows from least to most trained: a mode's plain form first, then its named variants."""
+def _order(mode: str, strategy: str | None, recipe: str | None) -> tuple:
+    """Rows from least to most trained: a mode's plain form first, then its named variants; within one,
+    the classic recipe, the modern one, then the variants of either (an ablation)."""
     names = ["frozen", "frozen-cached", "unfrozen", "scratch"]
-    return (names.index(mode) if mode in names else len(names), mode, kind != mode, kind)
+    rank = {None: 0, "modern": 1}.get(recipe, 2)
+    return (names.index(mode) if mode in names else len(names), mode, strategy is not None, strategy or "", rank,
+            _natural(recipe or ""))
+
+
+def kind(config: dict) -> str:
+    """What a row, a line or a bar is named by: the suite's strategy or the mode, and a recipe other than
+    the classic one ('unfrozen · modern')."""
+    return (config.get("strategy") or config["mode"]) + (f" · {config['recipe']}" if config.get("recipe") else "")
 
 
 def mode_label(mode: str) -> str:
@@ -75,11 +84,11 @@ def _variants(groups: dict[str, dict]) -> dict[str, tuple[str, str]]:
     for g, f in groups.items():
         blocks.setdefault(tuple(f[k] for k in BLOCK_KEYS), []).append(g)
     for members in blocks.values():
-        fields = sorted({k for g in members for k in groups[g]} - set(BLOCK_KEYS) - {"mode", "strategy"})
+        fields = sorted({k for g in members for k in groups[g]} - set(BLOCK_KEYS) - {"mode", "strategy", "recipe"})
         varies = [k for k in fields if len({groups[g].get(k) for g in members}) > 1]
-        kind = {g: (groups[g]["mode"], groups[g].get("strategy")) for g in members}
-        within_mode = [k for k in varies if any(len({groups[g].get(k) for g in members if kind[g] == m}) > 1
-                                                 for m in set(kind.values()))]
+        kinds = {g: (groups[g]["mode"], groups[g].get("strategy"), groups[g].get("recipe")) for g in members}
+        within_mode = [k for k in varies if any(len({groups[g].get(k) for g in members if kinds[g] == m}) > 1
+                                                 for m in set(kinds.values()))]
         for g in members:
             show = lambda keys: ", ".join(f"{k}={groups[g].get(k)}" for k in keys)  # noqa: E731
             # a strategy's own settings name it; the defaults (None) of the others would only clutter the row
@@ -127,10 +136,11 @@ def summarise(records: list[dict], epochs: list[int] | None = None) -> tuple[pd.
         cfg = complete(recs[0]["config"])
         ok = [r for r in recs if r.get("status") == "ok"]
         variant, note = variants[g]
-        row = {k: cfg.get(k) for k in BLOCK_KEYS + ["mode", "strategy", "epochs", "batch_size", "train_size",
-                                                     "val_size"]}
-        row.update(group=g, variant=variant, hardware=fields[g]["hardware"], kind=cfg["strategy"] or cfg["mode"],
-                   label=(cfg["strategy"] or mode_label(cfg["mode"])) + (f" ({note})" if note else ""),
+        row = {k: cfg.get(k) for k in BLOCK_KEYS + ["mode", "strategy", "recipe", "epochs", "batch_size",
+                                                     "train_size", "val_size"]}
+        row.update(group=g, variant=variant, hardware=fields[g]["hardware"], kind=kind(cfg),
+                   label=(cfg["strategy"] or mode_label(cfg["mode"])) + (f" · {cfg['recipe']}" if cfg["recipe"] else "")
+                   + (f" ({note})" if note else ""),
                    runs=len(recs), ok=len(ok), run_ids=" ".join(sorted(r["run_id"] for r in recs)),
                    status="ok" if len(ok) == len(recs) else ", ".join(sorted({r.get("status") for r in recs} - {"ok"})),
                    trainable_params=(recs[0].get("params") or {}).get("trainable"))
@@ -139,7 +149,7 @@ def summarise(records: list[dict], epochs: list[int] | None = None) -> tuple[pd.
         rows.append(row)
     table = pd.DataFrame(rows)
     order = sorted(range(len(table)), key=lambda i: (*table.loc[i, BLOCK_KEYS[:2]], _natural(table.loc[i, "variant"]),
-                                                     _order(table.loc[i, "mode"], table.loc[i, "kind"])))
+                                                     _order(rows[i]["mode"], rows[i]["strategy"], rows[i]["recipe"])))
     return table.loc[order].reset_index(drop=True), epochs
 
 

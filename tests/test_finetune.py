@@ -64,7 +64,7 @@ def _measure() -> dict:
 
     sys.path.insert(0, str(ROOT))
     from bench import model as model_lib
-    from bench import suite
+    from bench import recipes, suite
 
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"tlbench-finetune-{os.getpid()}.yaml"
     path.write_text(SUITE)
@@ -79,7 +79,7 @@ def _measure() -> dict:
         model = model_lib.build(config, (32, 32, 3), 4)
         backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
         before = _bn_stats(backbone)
-        model_lib.compile(model, config)
+        model_lib.compile(model, config, recipes.stages(config)[0], 4)
         model.fit(x, y, epochs=1, batch_size=8, verbose=0)
         after = _bn_stats(backbone)
         head = sum(int(np.prod(w.shape)) for name in ("dense_0", "predictions")

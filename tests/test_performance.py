@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from bench import features, flops, inputs, memory, runner, suite, tables
+from bench import features, flops, inputs, memory, recipes, runner, suite, tables
 from bench import model as model_lib
 from bench.backbones import BACKBONES
 from bench.preprocessing import Normalize
@@ -91,7 +91,7 @@ def test_model_computes_in_the_policy_with_a_float32_softmax(runs, precision, co
     config = dataclasses.replace(runs(weights="none")["frozen"], precision=precision, jit_compile="on",
                                  steps_per_execution=3)
     m = model_lib.build(config, (24, 24, 3), 4)
-    model_lib.compile(m, config)
+    model_lib.compile(m, config, recipes.stages(config)[0], 1)
     assert m.get_layer("dense_0").compute_dtype == compute and m.get_layer("dense_0").variable_dtype == "float32"
     assert m.get_layer("predictions").compute_dtype == "float32"
     assert m.jit_compile is True and m.steps_per_execution == 3
@@ -191,7 +191,7 @@ def test_an_unreadable_cache_file_is_recomputed_and_replaced(runs, tmp_path):
 def test_tables_never_confuse_cached_with_frozen():
     assert tables.mode_label("frozen-cached") == "Frozen, cached features"
     assert tables.mode_label("frozen") == "Frozen weights"
-    assert sorted(["scratch", "frozen-cached", "unfrozen", "frozen"], key=lambda m: tables._order(m, m)) == [
+    assert sorted(["scratch", "frozen-cached", "unfrozen", "frozen"], key=lambda m: tables._order(m, None, None)) == [
         "frozen", "frozen-cached", "unfrozen", "scratch"]
 
 
