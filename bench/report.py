@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from . import plots, store, study, tables
+from . import ablation, plots, store, study, tables
 from .errors import UserError, unknown
 from .store import atomic_write
 from .suite import REFERENCES, reference_names
@@ -102,7 +102,8 @@ def _comparison(ref: dict, records: list[dict]) -> str:
     device = plots.environment(records)["device"]
     parts = []
     for _, block in table.groupby(tables.BLOCK_KEYS + ["variant"], dropna=False, sort=False):
-        ours = block.set_index("mode")
+        # the documents' protocol: each plain mode under the classic recipe
+        ours = block[block["kind"] == block["mode"]].set_index("mode")
         first = block.iloc[0]
         diff = _differences(ref, pd.concat([first, pd.Series({"device": device})]))
         header = ["Training Mode"]
@@ -179,7 +180,8 @@ def _reference_section(name: str, records: list[dict]) -> str:
 
 # --- assembly -----------------------------------------------------------------------------------
 
-def markdown(folder: Path, records: list[dict], figures: list[Path], out: Path, study_files: list[Path] = ()) -> str:
+def markdown(folder: Path, records: list[dict], figures: list[Path], out: Path, study_files: list[Path] = (),
+             recipe_files: list[Path] = ()) -> str:
     suite = _suite(folder)
     table, epochs = tables.summarise(records)
     parts = [f"# tlbench report: {suite.get('name') or folder.name}", ""]
@@ -191,6 +193,8 @@ def markdown(folder: Path, records: list[dict], figures: list[Path], out: Path, 
         parts += [_reference_section(suite["reference"], records)]
     if study_files:  # a training-set size study (study.py); its figures sit in OUT/figures beside the others
         parts += [study.section(records)]
+    if recipe_files:  # recipes compared (ablation.py); its figure sits in OUT/figures too
+        parts += [ablation.section(records)]
     parts += ["## Figures", ""]
     for path in figures:
         if path.suffix == ".png":
@@ -250,7 +254,8 @@ def write(folder: Path, out: Path | None = None) -> list[Path]:
     records = store.read_runs(folder)
     figures = plots.write_sets(out / "figures", [(None, records)])
     study_files = study.write(out, records)
-    md = markdown(folder, records, figures, out, study_files)
+    recipe_files = ablation.write(out, records)
+    md = markdown(folder, records, figures, out, study_files, recipe_files)
     atomic_write(out / "report.md", md)
     atomic_write(out / "report.html", to_html(md, out))
-    return figures + study_files + [out / "report.md", out / "report.html"]
+    return figures + study_files + recipe_files + [out / "report.md", out / "report.html"]

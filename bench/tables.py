@@ -139,8 +139,8 @@ def summarise(records: list[dict], epochs: list[int] | None = None) -> tuple[pd.
         row = {k: cfg.get(k) for k in BLOCK_KEYS + ["mode", "strategy", "recipe", "epochs", "batch_size",
                                                      "train_size", "val_size"]}
         row.update(group=g, variant=variant, hardware=fields[g]["hardware"], kind=kind(cfg),
-                   label=(cfg["strategy"] or mode_label(cfg["mode"])) + (f" · {cfg['recipe']}" if cfg["recipe"] else "")
-                   + (f" ({note})" if note else ""),
+                   label=(cfg["strategy"] or mode_label(cfg["mode"]))
+                   + (f" · {cfg['recipe']}" if cfg["recipe"] else "") + (f" ({note})" if note else ""),
                    runs=len(recs), ok=len(ok), run_ids=" ".join(sorted(r["run_id"] for r in recs)),
                    status="ok" if len(ok) == len(recs) else ", ".join(sorted({r.get("status") for r in recs} - {"ok"})),
                    trainable_params=(recs[0].get("params") or {}).get("trainable"))
