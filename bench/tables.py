@@ -210,6 +210,10 @@ def markdown(table: pd.DataFrame, epochs: list[int]) -> str:
     note = NOTE + (f" {mode_label('frozen-cached')}: the head alone, on features computed once (the one-off "
                    "extraction is the records' `features.extract_seconds`)." if (table["mode"] == "frozen-cached").any()
                    else "")
+    if table["recipe"].notna().any():
+        note += (" A row names its recipe unless it is the documents' classic one (bench/recipes.py). In a two-stage "
+                 "recipe epoch 1 trains the head alone, so its first epoch is the head's, and the first epoch of "
+                 "stage 2, which compiles again, is not counted as steady.")
     return "\n\n".join(parts) + "\n\n" + note + "\n"
 
 

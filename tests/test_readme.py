@@ -49,3 +49,23 @@ def test_published_four_cases_studies_are_the_committed_records():
             assert study.sentence(x) in text
         for f in ("study.md", "figures/study_accuracy_vs_size.png", "figures/study_accuracy_vs_time.png"):
             assert (ROOT / "results" / name / f).is_file()
+
+
+def test_published_recipe_comparison_is_the_committed_records():
+    from bench import ablation
+
+    text = _between("recipes")
+    records = store.read_runs(ROOT / "results" / "recipes")
+    assert len(records) == 32 and all(r["status"] == "ok" and r["environment"]["git"]["dirty"] is False
+                                      for r in records)
+    families = ablation.find(records)
+    assert [f.mode for f in families] == ["frozen", "unfrozen", "scratch"]
+    unfrozen = families[1]
+    assert len(unfrozen.arms) == 12 and all(len(a.runs) == 2 for a in unfrozen.arms.values())
+    for part in (ablation.gaps(families), ablation.verdicts(families), ablation.ablation(unfrozen),
+                 ablation.attribution(unfrozen)):
+        assert part in text
+    # every record says its recipe and each epoch its stage
+    assert all(r["recipe"]["name"] and all("stage" in e for e in r["epochs"]) for r in records)
+    for f in ("recipes.md", "recipes.csv", "table.md", "figures/recipes_ablation.png", "report.md"):
+        assert (ROOT / "results" / "recipes" / f).is_file()

@@ -179,7 +179,8 @@ def test_missing_suite_file_is_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("name, runs", [("offline-default", 9), ("udacity-inception-cifar10", 3), ("smoke", 3),
-                                        ("four-cases", 48), ("four-cases-mnist", 36), ("four-cases-cifar10", 36)])
+                                        ("four-cases", 48), ("four-cases-mnist", 36), ("four-cases-cifar10", 36),
+                                        ("recipes", 32)])
 def test_shipped_suites_validate(name, runs):
     s = suite.load(ROOT / "suites" / f"{name}.yaml")
     assert s.name == name and len(s.runs) == runs
