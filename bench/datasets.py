@@ -11,13 +11,13 @@ import gzip
 import hashlib
 import importlib.util
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from . import numpy_pickle
 from .errors import UserError
 from .registry import Registry
 
@@ -90,10 +90,16 @@ def _mnist_files(path: Path):
 
 
 def _cifar_batch(path: Path, label_key: str):
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
-    x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return x, np.asarray(d[label_key.encode()], np.int64)
+    """One python batch of CIFAR, read without running anything it names (numpy_pickle.py)."""
+    try:
+        d = numpy_pickle.load(path.read_bytes())
+        x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        y = np.asarray(d[label_key.encode()], np.int64)
+    except Exception as e:  # noqa: BLE001 -- whatever a damaged or hostile file raises, it is the file's fault
+        raise UserError(f"'{path}' is not a CIFAR python batch tlbench can read: {type(e).__name__}: {e}") from None
+    if len(x) != len(y):
+        raise UserError(f"'{path}' holds {len(x)} images but {len(y)} labels")
+    return x, y
 
 
 def _cifar10_files(folder: Path):

@@ -31,9 +31,16 @@ class UserError(Exception):
     """Bad input outside a suite file (missing results folder, data, weights): exit 2."""
 
 
+def short(value: object, most: int = 60) -> str:
+    """A value as a message quotes it: its repr, cut to `most` characters with the full length said."""
+    text = repr(value)
+    size = len(value) if isinstance(value, str) else len(text)
+    return text if len(text) <= most else f"{text[:most]}… ({size:,} characters)"
+
+
 def unknown(kind: str, name: object, valid) -> str:
     """'unknown mode 'frozn' (did you mean 'frozen'?); valid: frozen, scratch, unfrozen'."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(str(name), valid, n=1)
+    close = difflib.get_close_matches(str(name)[:200], valid, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown {kind} '{name}'{hint}; valid: {', '.join(valid)}"
+    return f"unknown {kind} {short(str(name))}{hint}; valid: {', '.join(valid)}"

@@ -30,8 +30,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 # weights, training, timing and the record's measured fields. tests/test_identity.py checks that
 # every bench module a run imports is either here or in NOT_MEASURING.
 RUN_PATH = ("backbones.py", "clock.py", "config.py", "datasets.py", "features.py", "finetune.py", "inputs.py",
-            "load.py", "memory.py", "model.py", "modes.py", "preprocessing.py", "recipes.py", "runner.py",
-            "torch_pickle.py", "torchvision_weights.py", "weights.py")
+            "load.py", "memory.py", "model.py", "modes.py", "numpy_pickle.py", "preprocessing.py", "recipes.py",
+            "runner.py", "torch_pickle.py", "torchvision_weights.py", "weights.py")
 # Imported on the way to a run, but changing none of its numbers: naming, bookkeeping and errors.
 NOT_MEASURING = ("__init__.py", "__main__.py", "cli.py", "environment.py", "errors.py", "identity.py",
                  "registry.py", "store.py", "suite.py")

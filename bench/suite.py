@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import importlib.util
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +36,14 @@ from . import finetune, recipes
 from .backbones import BACKBONES
 from .config import RunConfig
 from .datasets import DATASETS
-from .errors import ConfigError, SuiteErrors, UserError, unknown
+from .errors import ConfigError, SuiteErrors, UserError, short, unknown
 from .modes import MODES
 from .registry import UnknownName
 from .weights import WEIGHTS, is_file_source, source as weights_source
 
 AXES = ("backend", "backbone", "dataset", "mode")
+# What a name that becomes a folder or goes into a run id (and so a file name) may hold.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Keras backends and the package each needs; runs of another backend than this process's run in a
 # child process with KERAS_BACKEND set, since Keras fixes its backend at import.
 BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -57,14 +60,16 @@ ACTIVATIONS = ("relu", "gelu", "swish", "tanh", "sigmoid", "linear")
 
 # --- value checks: return the normalised value or raise ValueError(message) ----------------
 
-def _int(lo: int | None = None, nullable: bool = False) -> Callable:
+def _int(lo: int | None = None, nullable: bool = False, hi: int = 10**9) -> Callable:
     def check(v):
         if v is None and nullable:
             return None
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"expected an integer{' or null' if nullable else ''}, got {v!r}")
+            raise ValueError(f"expected an integer{' or null' if nullable else ''}, got {short(v)}")
         if lo is not None and v < lo:
-            raise ValueError(f"must be at least {lo}, got {v}")
+            raise ValueError(f"must be at least {lo}, got {short(v)}")
+        if v > hi:  # a bound, so that a typo cannot ask for a billion runs or epochs and hang
+            raise ValueError(f"must be at most {hi:,}, got {short(v)}")
         return v
     return check
 
@@ -143,7 +148,7 @@ def _head(v, base: dict | None = None):
 
 
 SETTINGS: dict[str, Callable] = {
-    "epochs": _int(1),
+    "epochs": _int(1, hi=100_000),
     "batch_size": _int(1),
     "optimizer": _choice(OPTIMIZERS, "optimizer"),
     "learning_rate": _positive_float,
@@ -153,7 +158,7 @@ SETTINGS: dict[str, Callable] = {
     "train_size": _int(1, nullable=True),  # null: the whole training split
     "val_size": _int(1, nullable=True),
     "seed": _int(0),
-    "repeats": _int(1),
+    "repeats": _int(1, hi=1000),
     "precision": _choice(PRECISIONS, "precision"),
     "jit_compile": _jit,
     "steps_per_execution": _int(1),
@@ -178,6 +183,28 @@ DEFAULTS: dict[str, Any] = {
 
 
 # --- YAML with line numbers ----------------------------------------------------------------
+
+def _bounded(root) -> None:
+    """Refuse a YAML document that expands to more than MAX_NODES nodes or nests deeper than MAX_DEPTH,
+    before anything walks it recursively or builds it."""
+    if root is None:
+        return
+    seen, stack = 0, [(root, ())]
+    while stack:
+        node, above = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ValueError(f"more than {MAX_NODES:,} values once aliases are expanded (an alias bomb?)")
+        if id(node) in above:
+            raise ValueError("an alias that contains itself")
+        if len(above) > MAX_DEPTH:
+            raise RecursionError
+        above += (id(node),)
+        if isinstance(node, yaml.MappingNode):
+            stack += [(n, above) for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(n, above) for n in node.value]
+
 
 def _lines(node: yaml.Node, path: tuple, out: dict, dups: list) -> None:
     out.setdefault(path, node.start_mark.line + 1)  # a mapping key's own line beats its value's
@@ -263,21 +290,46 @@ def parse_set(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+# A suite is a page of text with hundreds of YAML nodes; these bound what a hostile or broken file can cost.
+MAX_SUITE_BYTES = 1 << 20
+MAX_NODES = 100_000  # counted after aliases are expanded: an alias bomb or a recursive alias exceeds it
+MAX_DEPTH = 40
+MAX_RUNS = 100_000
+
+
 def _read(path: Path) -> tuple[dict, _Checker]:
     """The YAML as data plus a checker that knows every key's line; raises SuiteErrors if unreadable."""
     file = str(path)
+
+    def fail(message: str, line: int | None = None):
+        raise SuiteErrors([ConfigError(file, "", message, line)])
+
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
-        raise SuiteErrors([ConfigError(file, "", f"cannot read suite file: {e.strerror or e}")]) from None
+        fail(f"cannot read suite file: {e.strerror or e}")
+    if len(raw) > MAX_SUITE_BYTES:
+        fail(f"{len(raw):,} bytes: a suite file is YAML text of at most {MAX_SUITE_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        utf16 = " (it looks like UTF-16: save it as UTF-8)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        fail(f"not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start}{utf16}")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _bounded(node)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        raise SuiteErrors([ConfigError(file, "", f"not valid YAML: {problem}",
-                                       mark.line + 1 if mark else None)]) from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        at = ""
+        if mark is not None and mark.line < len(text.splitlines()):  # the line names the key, however long
+            at = f" (line {mark.line + 1}: {short(text.splitlines()[mark.line].strip())})"
+        fail(f"not valid YAML: {problem}{at}", mark.line + 1 if mark else None)
+    except RecursionError:
+        fail(f"nested more than {MAX_DEPTH} levels deep")
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        fail(f"not valid YAML: {str(e)[:200]}")
     lines, dups = {}, []
     if node is not None:
         _lines(node, (), lines, dups)
@@ -296,8 +348,9 @@ def load(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Suite:
     data, c = _read(path)
     c.mapping(data, (), TOP_KEYS)
     name = data.get("name")
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        c.error(("name",), f"required: a suite name usable as a folder name, got {name!r}")
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name or len(name) > 100:
+        c.error(("name",), "required: the results folder's name, 1 to 100 letters, digits, '-', '_' or '.' "
+                f"(starting with a letter or digit, no '..'), got {short(name)}")
     description = data.get("description") or ""
 
     settings, origin = _settings(c, data)
@@ -366,6 +419,10 @@ def _datasets(c, data, base_dir: Path) -> dict[str, dict]:
     custom = {}
     for name, spec in c.mapping(data.get("datasets"), ("datasets",)).items():
         p = ("datasets", name)
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or len(name) > 60:
+            c.error(p, f"a dataset name goes into run ids and file names: up to 60 letters, digits, '-', '_', '.'; "
+                    f"got {short(name)}")
+            continue
         spec = c.mapping(spec, p)
         dtype = spec.get("type", name)
         if dtype not in DATASETS:
@@ -415,8 +472,9 @@ def _modes(c, data) -> dict[str, tuple[str, dict, dict]]:
         if name in MODES:
             c.error(p, f"'{name}' is a built-in mode; give the variant a name of its own (e.g. '{name}-top-blocks')")
             continue
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            c.error(p, f"a mode name goes into run ids and file names: letters, digits, '-', '_', '.'; got {name!r}")
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or len(name) > 60:
+            c.error(p, f"a mode name goes into run ids and file names: up to 60 letters, digits, '-', '_', '.'; "
+                    f"got {short(name)}")
             continue
         spec = c.mapping(spec, p, {"type", *SETTINGS})
         base = spec.get("type")
@@ -609,6 +667,11 @@ def _expand(c, name, settings, origin, matrix, includes, rules, custom, named) -
     speed during a suite spreads over all modes instead of falling on the one whose repeats ran last."""
     by_repeat: dict[int, list[RunConfig]] = {}
     swept = _swept(matrix, includes)
+    combos = sum(math.prod(len(v) for v in p.values()) for p in (matrix, *includes))
+    if combos * max(settings["repeats"], 1) > MAX_RUNS:
+        c.error(("matrix",), f"expands to {combos:,} combinations × {settings['repeats']} repeats: more than "
+                f"{MAX_RUNS:,} runs; split the suite")
+        return []
     seen: dict[str, str] = {}
     for at in _combinations([matrix, *includes]):
         s, o = copy.deepcopy(settings), dict(origin)

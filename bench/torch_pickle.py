@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .numpy_pickle import Restricted
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
@@ -68,16 +70,12 @@ _ALLOWED = {
 }
 
 
-class _Unpickler(pickle.Unpickler):
+class _Unpickler(Restricted):
+    allowed = _ALLOWED
+
     def __init__(self, file, storages: dict[str, _Storage]):
         super().__init__(file)
         self.storages = storages
-
-    def find_class(self, module, name):
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
