@@ -67,7 +67,8 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
         model = build(config, x_train.shape[1:], data.classes)
         stages = recipes.stages(config)
         steps = -(-len(x_train) // config.batch_size)
-        model_lib.enter_stage(model, config, stages[0])
+        if len(stages) > 1:  # build set the run's own trainability; a head stage first freezes the backbone
+            model_lib.enter_stage(model, config, stages[0])
         model_lib.compile(model, config, stages[0], steps)
         record["build_seconds"] = time.perf_counter() - t
         record["precision"] = keras.config.dtype_policy().name
