@@ -1,5 +1,5 @@
 # The two commands of the README. Each sets up what it needs first (scripts/setup.sh).
-.PHONY: run test setup four-cases recipes
+.PHONY: run test setup four-cases recipes golden
 
 # The main job: the default suite, offline, on real data -> results/offline-default/ (table, figures).
 run:
@@ -23,3 +23,14 @@ test:
 
 setup:
 	scripts/setup.sh run
+
+# Golden outputs of torchvision's own MobileNetV2 (tests/data/), for the parity test of the import. torch and
+# torchvision live in a virtualenv of their own, .venv-torch: tlbench never needs them.
+golden:
+	scripts/setup.sh run
+	[ -x .venv-torch/bin/python ] || python3 -m venv .venv-torch
+	.venv-torch/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	.venv-torch/bin/python scripts/golden_torchvision.py \
+	  "$$(.venv/bin/python -c 'from bench.torchvision_weights import find_mobilenet_v2_file as f; print(f())')" \
+	  "$$(.venv/bin/python -c 'from bench.torchvision_weights import imagenet_photos_dir as d; print(d())')" \
+	  tests/data/torchvision_mobilenet_v2_golden.json

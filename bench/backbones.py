@@ -29,12 +29,50 @@ class Backbone:
     blocks: str = ""
     kwargs: dict = field(default_factory=dict)
 
-    def build(self, input_size: int, weights: str | None, include_top: bool = False):
+    def build(self, input_size: int, weights: str | None, include_top: bool = False, padding: str = "keras",
+              **kwargs):
+        """The keras.applications network; `padding="symmetric"` pads its strided convolutions as torch does
+        (`symmetric_padding`), for weights trained that way. kwargs go to the constructor."""
         import keras
 
         make = getattr(keras.applications, self.constructor)
         shape = (input_size, input_size, 3)
-        return make(weights=weights, include_top=include_top, input_shape=shape, **self.kwargs)
+        model = make(weights=weights, include_top=include_top, input_shape=shape, **self.kwargs, **kwargs)
+        return symmetric_padding(model) if padding == "symmetric" else model
+
+
+def symmetric_padding(model):
+    """The same network with every strided convolution padded by kernel // 2 on all four sides, as torch's
+    Conv2d(padding=k // 2) does. Keras pads a strided convolution on an even input at the bottom and right
+    only (TensorFlow's "same"; keras.applications' `correct_pad`), so weights trained in torch would see
+    every stride-2 stage shifted by a pixel. Same layers and names (plus `<conv>_pad` before a strided
+    "same" convolution, which becomes "valid"), new weights: load them afterwards."""
+    import keras
+
+    conv = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+    def strided_same(layer) -> bool:
+        return isinstance(layer, conv) and layer.padding == "same" and max(layer.strides) > 1
+
+    padded = {layer.name: layer.kernel_size for layer in model.layers if strided_same(layer)}
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.ZeroPadding2D):
+            config["padding"] = tuple((max(side),) * 2 for side in config["padding"])
+        elif layer.name in padded:
+            config["padding"] = "valid"
+        return layer.__class__.from_config(config)
+
+    def call(layer, *args, **kwargs):
+        if layer.name in padded:
+            pad = tuple((k // 2, k // 2) for k in padded[layer.name])
+            args = (keras.layers.ZeroPadding2D(pad, name=f"{layer.name}_pad")(args[0]), *args[1:])
+        return layer(*args, **kwargs)
+
+    # clone_model would name the new input after its tensor ("keras_tensor_1856"): keep the layer's name
+    inputs = keras.Input(batch_shape=model.input.shape, dtype=model.input.dtype, name=model.layers[0].name)
+    return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone, call_function=call)
 
 
 BACKBONES: Registry[Backbone] = Registry("backbone")

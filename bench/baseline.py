@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import UserError
-from .store import atomic_write, read_runs
+from .store import Results, atomic_write, run_path
 
 ARCHES = ("x86_64", "amd64", "aarch64", "arm64", "ppc64le", "s390x")
 
@@ -52,33 +52,35 @@ def _one(values: set, what: str, folder: Path, hint: str) -> str:
     return values.pop()
 
 
-def identify(results: Path, name: str | None = None) -> tuple[list[dict], str, str]:
-    """(records, machine id, suite name) of a results folder."""
-    records = read_runs(results)
+def identify(found: Results, name: str | None = None) -> tuple[str, str]:
+    """(machine id, suite name) of a results folder's readable records."""
+    records, results = found.records, found.folder
     if not records:
-        raise UserError(f"'{results}' holds no runs")
-    mid = _one({machine_id(r.get("environment", {})) for r in records}, "machine", results,
+        left = f" it can read ({len(found.corrupt)} corrupt record(s) left out)" if found.corrupt else ""
+        raise UserError(f"'{results}' holds no runs{left}")
+    mid = _one({machine_id(r["environment"]) for r in records}, "machine", results,
                "save or compare one machine's results at a time")
     suite = name or _one({r.get("suite") or r["config"].get("suite") for r in records}, "suite", results,
                          "pass --name")
-    return records, mid, suite
+    return mid, suite
 
 
-def save(results: Path, root: Path, name: str | None = None) -> Path:
-    """Copy a results folder's records to ROOT/<machine-id>/<suite>/, replacing any earlier baseline there."""
-    results, root = Path(results), Path(root)
-    records, mid, suite = identify(results, name)
+def save(found: Results, root: Path, name: str | None = None) -> Path:
+    """Copy a results folder's readable records to ROOT/<machine-id>/<suite>/, replacing any earlier baseline
+    there; corrupt ones stay behind (found.lines() names them)."""
+    results, root, records = found.folder, Path(root), found.records
+    mid, suite = identify(found, name)
     dest = root / mid / suite
     tmp = dest.with_name(f".{suite}.saving")
     shutil.rmtree(tmp, ignore_errors=True)
     # A baseline is one snapshot: runs left from an earlier save must not mix in, so replace the folder.
     # Only the records: not lock files or superseded measurements.
     (tmp / "runs").mkdir(parents=True)
-    for path in (results / "runs").glob("*.json"):  # read_runs above has checked every one
-        shutil.copy2(path, tmp / "runs")
+    for record in records:
+        shutil.copy2(run_path(results, record["run_id"]), tmp / "runs")
     if (results / "suite.yaml").is_file():
         shutil.copy2(results / "suite.yaml", tmp / "suite.yaml")
-    env = records[0].get("environment", {})
+    env = records[0]["environment"]
     info = {"machine_id": mid, "saved_from": str(results.resolve()), "runs": len(records),
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **{k: env.get(k) for k in ("device", "accelerators", "accelerator_count", "keras_backend",
@@ -93,9 +95,9 @@ def available(root: Path) -> list[str]:
     return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in Path(root).glob("*/*/runs") if p.is_dir())
 
 
-def find(results: Path, root: Path, name: str | None = None) -> Path:
+def find(found: Results, root: Path, name: str | None = None) -> Path:
     """The baseline saved for the machine and suite of a results folder's records."""
-    _, mid, suite = identify(Path(results), name)
+    mid, suite = identify(found, name)
     dest = Path(root) / mid / suite
     if (dest / "runs").is_dir():
         return dest

@@ -6,11 +6,13 @@ weights; compare: also nothing compared), 3 compare inconclusive, 130 interrupte
 from __future__ import annotations
 
 import argparse
-import signal
+import shlex
 import sys
 from pathlib import Path
 
+from . import interrupt
 from .errors import ConfigError, SuiteErrors, UserError
+from .interrupt import Interrupted
 from .registry import UnknownName
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -51,40 +53,38 @@ def _epochs(text: str | None) -> list[int] | None:
 
 
 def _finish(folder: Path) -> list[dict]:
-    """Rebuild the CSVs, the table, the figures and the report from the records; print the table."""
+    """Rebuild the CSVs, the table, the figures and the report from the records; print the table.
+
+    Under the folder's lock, so that concurrent runners take turns and the last leaves them current."""
     from . import report, store, tables
 
-    records = store.rebuild(folder)
-    print(tables.write(folder, records))
-    print(f"wrote {folder / 'table.md'}, {folder / 'table.csv'}, {folder / 'epochs.csv'}, {folder / 'runs.csv'}")
-    for path in report.write(folder):
-        print(f"wrote {path}")
-    return records
-
-
-def _stop_on_signal(signum, frame):
-    from .runner import request_stop
-
-    request_stop(128 + signum)
+    with store.folder_lock(folder):
+        found = store.rebuild(folder)
+        interrupt.check()
+        print(tables.write(folder, found.records, notes=found.lines()))
+        print(f"wrote {folder / 'table.md'}, {folder / 'table.csv'}, {folder / 'epochs.csv'}, {folder / 'runs.csv'}")
+        for path in report.write(folder):
+            print(f"wrote {path}")
+    return found.records
 
 
 def cmd_run(args) -> int:
     from dataclasses import replace
 
     from .environment import process_backend
-    from .runner import Interrupted, run_in_child, run_suite
-    from .store import atomic_write, read_record, rebuild, run_path
+    from .runner import run_in_child, run_suite
+    from .store import StorageError, atomic_write, folder_lock, read_record, rebuild, run_path
 
+    interrupt.install()
     s = _load_suite(args)
     folder = Path(args.results) / s.name
-    for line in _foreign_records(folder, s, Path(args.suite).read_text()):
-        print(f"warning: {line}", file=sys.stderr)
-    atomic_write(folder / "suite.yaml", Path(args.suite).read_text())
-    signal.signal(signal.SIGTERM, _stop_on_signal)
-    signal.signal(signal.SIGINT, _stop_on_signal)
-    here = process_backend()
-    backends = [args.backend] if args.backend else list(dict.fromkeys(r.backend for r in s.runs))
+    resume = f"resume with: {shlex.join(['tlbench', *args.argv])}  (recorded runs are skipped)"
     try:
+        for line in _foreign_records(folder, s, Path(args.suite).read_text()):
+            print(f"warning: {line}", file=sys.stderr)
+        atomic_write(folder / "suite.yaml", Path(args.suite).read_text())
+        here = process_backend()
+        backends = [args.backend] if args.backend else list(dict.fromkeys(r.backend for r in s.runs))
         for backend in backends:
             runs = [r for r in s.runs if r.backend == backend]
             if backend == here:
@@ -96,14 +96,19 @@ def cmd_run(args) -> int:
             else:
                 print(f"backend {backend}: {len(runs)} runs in a child process (KERAS_BACKEND={backend})", flush=True)
                 run_in_child(_child_argv(args, backend), backend)
+        if args.records_only:
+            records = [r for r in (read_record(run_path(folder, c.run_id)) for c in s.runs) if r]
+        else:
+            records = _finish(folder)
     except Interrupted as e:
-        rebuild(folder)  # the CSVs then agree with the records that did finish
-        print(f"resume with: tlbench run {args.suite} --results {args.results}  (recorded runs are skipped)")
+        if (folder / "runs").is_dir():
+            with folder_lock(folder):
+                rebuild(folder)  # the CSVs then agree with the records that did finish
+        print(resume)
         return e.code
-    if args.records_only:
-        records = [r for r in (read_record(run_path(folder, c.run_id)) for c in s.runs) if r]
-    else:
-        records = _finish(folder)
+    except StorageError as e:
+        print(f"error: {e}\nfinished runs are recorded in {folder}; make room, then {resume}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     ids = {r.run_id for r in s.runs if not args.backend or r.backend == args.backend}
     bad = [r for r in records if r["run_id"] in ids and r["status"] != "ok"]
     for r in bad:
@@ -113,22 +118,23 @@ def cmd_run(args) -> int:
 
 def _foreign_records(folder: Path, s, suite_text: str) -> list[str]:
     """What in a results folder this suite run did not make: records of other settings or suites, which
-    the table shows as rows of their own, and another suite file about to be replaced."""
+    the table shows as rows of their own, corrupt files it will not replace, and another suite file about
+    to be replaced."""
     from .config import match_key
-    from .store import read_runs
+    from .store import scan
 
     notes = []
     copy = folder / "suite.yaml"
-    if copy.is_file() and copy.read_text(errors="replace") != suite_text:
+    if copy.is_file() and copy.read_bytes().decode(errors="replace") != suite_text:
         notes.append(f"{copy} held another suite file; it is replaced by {s.file}")
     if not (folder / "runs").is_dir():
         return notes
-    try:
-        records = read_runs(folder)
-    except UserError:
-        return notes  # a damaged record is reported where it is read for the table
+    found = scan(folder)
+    ids = {r.run_id for r in s.runs}
+    # the corrupt records of this suite's runs are moved aside and run again; the others stay, left out
+    notes += [f"left out {c}" for c in found.corrupt if c.path.stem not in ids]
     ours = {match_key({"config": r.to_dict()}) for r in s.runs}
-    foreign = [r for r in records if match_key(r) not in ours]
+    foreign = [r for r in found.records if match_key(r) not in ours]
     if foreign:
         suites = sorted({str(r.get("suite")) for r in foreign})
         notes.append(f"{folder} already holds {len(foreign)} record(s) of other settings (suite "
@@ -148,8 +154,15 @@ def _child_argv(args, backend: str) -> list[str]:
 def cmd_table(args) -> int:
     from . import store, tables
 
-    print(tables.write(Path(args.results), store.read_runs(Path(args.results)), _epochs(args.epochs)), end="")
-    return EXIT_OK
+    found = store.scan(Path(args.results))
+    found.warn()
+    text, table = tables.render(found.records, _epochs(args.epochs), found.lines())
+    print(text, end="")
+    try:
+        tables.save(found.folder, text, table)
+    except store.StorageError as e:  # the table is printed above: only its copy on disk is missing
+        raise UserError(f"{e}; the table above is complete, only table.md and table.csv were not written") from None
+    return EXIT_BAD_INPUT if found.damaged else EXIT_OK
 
 
 def cmd_plot(args) -> int:
@@ -167,17 +180,32 @@ def cmd_plot(args) -> int:
         out = folders[0] / "figures"
     else:
         raise UserError("several results folders: say where the comparison figures go with --out DIR")
-    for path in plots.write_sets(out, [(label, store.read_runs(f)) for label, f in zip(labels, folders)]):
+    found = [store.scan(f) for f in folders]
+    for f in found:
+        f.warn()
+    try:
+        paths = plots.write_sets(out, [(label, f.records) for label, f in zip(labels, found)],
+                                 [line for f in found for line in f.footnote()])
+    except store.StorageError as e:
+        raise UserError(f"{e}; write the figures elsewhere with --out DIR") from None
+    for path in paths:
         print(f"wrote {path}")
-    return EXIT_OK
+    return EXIT_BAD_INPUT if any(f.damaged for f in found) else EXIT_OK
 
 
 def cmd_report(args) -> int:
-    from . import report
+    from . import report, store
 
-    for path in report.write(Path(args.results), Path(args.out) if args.out else None):
+    found = store.scan(Path(args.results))
+    found.warn()
+    try:
+        paths = report.write_results(found, Path(args.out) if args.out else None)
+    except store.StorageError as e:
+        raise UserError(f"{e}; write the report elsewhere with --out DIR") from None
+    for path in paths:
         print(f"wrote {path}")
-    return EXIT_OK
+    # without its suite file the report lacks what that file asks for (a reference table): not the whole report
+    return EXIT_BAD_INPUT if found.damaged or found.suite_problem else EXIT_OK
 
 
 def cmd_weights_verify(args) -> int:
@@ -193,13 +221,13 @@ def cmd_weights_verify(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import baseline, compare
+    from . import baseline, compare, store
 
     if args.against_baseline and (args.baseline or args.current):
         raise UserError("give either BASELINE CURRENT or --against-baseline RESULTS, not both")
     if args.against_baseline:
         current = Path(args.against_baseline)
-        base = baseline.find(current, Path(args.root), args.name)
+        base = baseline.find(store.scan(current), Path(args.root), args.name)
         print(f"baseline: {base}")
     elif args.baseline and args.current:
         base, current = Path(args.baseline), Path(args.current)
@@ -209,21 +237,31 @@ def cmd_compare(args) -> int:
                                 accuracy=args.accuracy_threshold)
     report = compare.compare(base, current, flags, _epochs(args.epochs), args.force_different_hardware)
     print(report.text, end="")
-    for path in compare.write(report, Path(args.out) if args.out else current):
-        print(f"wrote {path}")
     for line in (report.warnings + [f"regressed: {r}" for r in report.regressions]
                  + [f"inconclusive: {r}" for r in report.inconclusive]):
         print(line, file=sys.stderr)
-    if report.regressions:
+    try:
+        paths = compare.write(report, Path(args.out) if args.out else current)
+    except store.StorageError as e:  # after the verdict lines, so that the comparison itself is not lost
+        raise UserError(f"{e}; write compare.md and compare.csv elsewhere with --out DIR") from None
+    for path in paths:
+        print(f"wrote {path}")
+    if report.regressions:  # a regression outranks the damage: it is what a gate exists to catch
         return EXIT_FAILED_RUNS
+    if report.damaged:
+        return EXIT_BAD_INPUT
     return EXIT_INCONCLUSIVE if report.inconclusive else EXIT_OK
 
 
 def cmd_baseline_save(args) -> int:
     from .baseline import save
+    from .store import scan
 
-    print(f"saved baseline {save(Path(args.results), Path(args.root), args.name)}")
-    return EXIT_OK
+    found = scan(Path(args.results))
+    found.warn()
+    print(f"saved baseline {save(found, Path(args.root), args.name)}"
+          + (f" without the {len(found.corrupt)} corrupt record(s) named above" if found.corrupt else ""))
+    return EXIT_BAD_INPUT if found.damaged else EXIT_OK
 
 
 def parser() -> argparse.ArgumentParser:
@@ -304,7 +342,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    args.argv = argv  # the resume hint repeats the command exactly, --set and all
     try:
         return args.fn(args)
     except SuiteErrors as e:
@@ -314,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UserError, UnknownName) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:  # outside a run (e.g. while importing TensorFlow)
+    except OSError as e:  # the machine's to fix (a full disk, a missing permission), not a bug of ours
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (KeyboardInterrupt, Interrupted) as e:  # outside a run, e.g. while reading results
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return e.code if isinstance(e, Interrupted) else EXIT_INTERRUPTED

@@ -91,6 +91,8 @@ class EpochClock(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._fit_started = True
+        # fit clears stop_training as it starts: a stop asked for just before would be lost.
+        self.model.stop_training = self.stop_requested()
 
     def _now(self) -> float:
         # `self.model` also reattaches the JAX state to the model's variables, which is what
@@ -106,6 +108,8 @@ class EpochClock(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         self._val_start = self._now()
+        # A stop during training must not wait for a whole validation pass (evaluate clears the flag too).
+        self.model.stop_evaluating = self.stop_requested()
 
     def on_epoch_end(self, epoch, logs=None):
         end = self._now()

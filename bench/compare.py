@@ -18,7 +18,9 @@ points for accuracy). A verdict is
                 throughput, the two sides ran under different machine load (others' CPU share plus steal
                 differing by more than LOAD_TOLERANCE), so a slowdown may be the neighbours'
 
-Exit codes (cli): 0 ok, 1 a regression, 2 bad input or nothing compared, 3 inconclusive.
+Exit codes (cli): 0 ok, 1 a regression, 2 bad input or nothing compared, 3 inconclusive. A corrupt record
+on either side is left out, named in the output, and makes it 2 unless a regression was found: a gate
+must not pass on a comparison missing runs, nor hide a regression behind the damage.
 Timings compare only on the same hardware (device, accelerator count, usable CPU cores).
 """
 from __future__ import annotations
@@ -33,10 +35,10 @@ import pandas as pd
 from . import load, stats
 from .config import NOT_MATCHED, match_key
 from .environment import hardware_label
-from .errors import UserError
-from .store import atomic_write, read_runs
+from .errors import SuiteErrors, UserError
+from .store import Results, atomic_write, scan
 from .suite import load_regression, threshold
-from .tables import pct, run_values, secs
+from .tables import left_out, pct, run_values, secs
 
 DEFAULTS = {"time": 0.10, "throughput": 0.10, "accuracy": 2.0}
 # Others' CPU share plus steal, as a fraction of the machine, that may differ between the sides before
@@ -60,6 +62,7 @@ class Report:
     regressions: list[str] = field(default_factory=list)  # one line per regressed configuration and metric
     inconclusive: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    damaged: bool = False  # a corrupt record was left out on either side: the comparison is not whole
 
 
 def parse_flags(**given: str | None) -> dict:
@@ -250,19 +253,31 @@ def _by_key(records: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
+def _readable(found: Results) -> list[dict]:
+    if not found.records:
+        why = (f"{len(found.corrupt)} corrupt record(s) left out: " + "; ".join(map(str, found.corrupt[:3]))
+               if found.corrupt else "its runs/ folder is empty")
+        raise UserError(f"'{found.folder}' holds no runs to compare ({why})")
+    return found.records
+
+
 def compare(baseline: Path, current: Path, flags: dict, epochs: list[int] | None = None,
             force: bool = False) -> Report:
-    base_recs, cur_recs = read_runs(baseline), read_runs(current)
-    for folder, recs in ((baseline, base_recs), (current, cur_recs)):
-        if not recs:
-            raise UserError(f"'{folder}' holds no runs (its runs/ folder is empty)")
+    suite_file = Path(current) / "suite.yaml"
+    try:
+        suite_reg = load_regression(suite_file) if suite_file.exists() else {}
+    except SuiteErrors as e:  # a verdict under the default thresholds instead would be a different gate
+        raise UserError(f"{e}\ncompare takes the regression thresholds from that suite file: fix it, or move it "
+                        "away to compare under the default thresholds and the --*-threshold flags") from None
+    base_found, cur_found = scan(baseline), scan(current)
+    noted = base_found.lines() + cur_found.lines()
+    base_recs, cur_recs = _readable(base_found), _readable(cur_found)
     hw_b, hw_c = hardware(base_recs), hardware(cur_recs)
     if hw_b != hw_c and not force:
         raise UserError(f"different hardware: baseline '{baseline}' ran on {hw_b}, current "
                         f"'{current}' on {hw_c}. Timings compare only on the same device, accelerator count "
-                        "and CPU core count; pass --force-different-hardware to compare anyway")
-    suite_file = Path(current) / "suite.yaml"
-    suite_reg = load_regression(suite_file) if suite_file.is_file() else {}
+                        "and CPU core count; pass --force-different-hardware to compare anyway"
+                        + "".join(f"\n  (also: {line})" for line in noted))
 
     b_runs, c_runs = _by_key(base_recs), _by_key(cur_recs)
     configs = {k: recs[0]["config"] for k, recs in {**b_runs, **c_runs}.items()}
@@ -296,9 +311,12 @@ def compare(baseline: Path, current: Path, flags: dict, epochs: list[int] | None
     lines = {v: [f"{r['config']}: {r['metric']} {r.get('change') or ''} ({r['why']}); runs: {r['current_runs']}"
                  for r in rows if r["verdict"] == v] for v in ("REGRESSED", "inconclusive")}
     text = _markdown(baseline, current, base_recs, cur_recs, hw_b, hw_c, table, lines, unmatched, failed, loads)
+    if noted:
+        text += "\n" + left_out(noted)
     warnings = [f"warning: DIFFERENT HARDWARE (forced): baseline {hw_b}, current {hw_c}"] if hw_b != hw_c else []
     return Report(text, table, lines["REGRESSED"], lines["inconclusive"],
-                  warnings + [f"unmatched: {u}" for u in unmatched])
+                  warnings + [f"warning: {line}" for line in noted] + [f"unmatched: {u}" for u in unmatched],
+                  damaged=bool(base_found.corrupt or cur_found.corrupt))
 
 
 def _load_line(loads: tuple) -> str:

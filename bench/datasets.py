@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import importlib.util
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -66,12 +67,32 @@ def search_dirs() -> list[Path]:
 
 # --- Keras's datasets: local files first, then Keras's downloading loader ------------------
 
+# A local dataset file is untrusted (issue 15): no file may make tlbench allocate more than this. The real
+# ones are far below it (Fashion-MNIST's largest member: 47 MB unpacked; CIFAR-100's: 150 MB).
+MAX_LOCAL_BYTES = 2**31
+
+
 def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = np.frombuffer(raw, ">u4", count=ndim, offset=4)
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    try:
+        with gzip.open(path, "rb") as f:
+            return _idx(f)
+    except (OSError, EOFError, ValueError) as e:
+        raise ValueError(f"{path.name}: {e}") from None
+
+
+def _idx(f) -> np.ndarray:
+    """An IDX file (ubyte), read no further than its header says: a gzip bomb cannot inflate past that."""
+    head = f.read(4)
+    if len(head) != 4 or head[:3] != b"\0\0\x08" or not 1 <= head[3] <= 4:
+        raise ValueError("not an unsigned-byte IDX file (bad magic number)")
+    dims = np.frombuffer(f.read(4 * head[3]), ">u4")
+    count = int(np.prod(dims, dtype=object)) if len(dims) == head[3] else -1
+    if not 0 <= count <= MAX_LOCAL_BYTES:
+        raise ValueError(f"header dimensions {dims.tolist()} are truncated or too large")
+    raw = f.read(count)
+    if len(raw) != count:
+        raise ValueError(f"truncated: {len(raw):,} of {count:,} bytes")
+    return np.frombuffer(raw, np.uint8).reshape(dims)
 
 
 def _fashion_mnist_files(folder: Path):
@@ -85,6 +106,9 @@ def _fashion_mnist_files(folder: Path):
 def _mnist_files(path: Path):
     if not path.is_file():
         return None
+    with zipfile.ZipFile(path) as z:  # np.load inflates each member whole: bound them first
+        if sum(i.file_size for i in z.infolist()) > MAX_LOCAL_BYTES:
+            raise ValueError(f"its members would unpack to more than {MAX_LOCAL_BYTES:,} bytes")
     with np.load(path) as f:
         return f["x_train"], f["y_train"], f["x_test"], f["y_test"]
 
@@ -117,13 +141,28 @@ def _cifar100_files(folder: Path):
     return (*_cifar_batch(folder / "train", "fine_labels"), *_cifar_batch(folder / "test", "fine_labels"))
 
 
+def _checked(x_train, y_train, x_test, y_test):
+    """Arrays of a local copy, as the model needs them: uint8 images (N, H, W[, C]), one label each."""
+    for x, y, split in ((x_train, y_train, "training"), (x_test, y_test, "test")):
+        if x.dtype != np.uint8 or x.ndim not in (3, 4) or y.ndim != 1 or len(x) != len(y) or not len(x):
+            raise ValueError(f"{split} arrays are {x.dtype} {x.shape} images with {y.shape} labels; "
+                             "expected uint8 (N, H, W[, C]) images and N labels")
+    return x_train, y_train, x_test, y_test
+
+
 def _keras_dataset(name: str, local: Callable[[Path], tuple | None], subpath: str, classes: int,
                    counts: tuple[int, int], hint: str, mirrors: bool = True) -> DatasetType:
     def load(params):
         for d in search_dirs():
-            arrays = local(d / subpath)
-            if arrays is not None:
-                return (*arrays, classes, str(d / subpath))
+            try:
+                arrays = local(d / subpath)
+                if arrays is not None:
+                    return (*_checked(*arrays), classes, str(d / subpath))
+            except UserError:
+                raise
+            except Exception as e:  # noqa: BLE001 -- whatever a damaged or hostile file raises, it is the file's
+                raise UserError(f"dataset '{name}': '{d / subpath}' is not a copy tlbench can read: "
+                                f"{type(e).__name__}: {str(e)[:300]}") from None
         import keras
 
         try:
@@ -185,7 +224,7 @@ def _read_images(files: list[Path], size: int) -> np.ndarray:
         try:
             with Image.open(path) as im:
                 out[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
-        except (OSError, UnidentifiedImageError, ValueError) as e:
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             raise UserError(f"image folder: cannot read image '{path}': {e}") from None
     return out
 

@@ -26,6 +26,7 @@ from .config import RunConfig
 from .datasets import Data
 from .environment import package_version
 from .identity import code_version
+from .interrupt import stoppable
 from .weights import identity
 
 FORMAT = 2  # bump when what a cache file holds changes
@@ -85,8 +86,9 @@ def _extract(config: RunConfig, data: Data):
     build_s = time.perf_counter() - t
     t = time.perf_counter()
     # float32 on disk whatever the policy: bfloat16/float16 -> float32 is exact, and numpy has no bfloat16.
-    x_train, x_val = (extractor.predict(x, batch_size=config.batch_size, verbose=0).astype(np.float32)
-                      for x in (data.x_train, data.x_val))
+    with stoppable(extractor):
+        x_train, x_val = (extractor.predict(x, batch_size=config.batch_size, verbose=0).astype(np.float32)
+                          for x in (data.x_train, data.x_val))
     return x_train, x_val, build_s, time.perf_counter() - t
 
 

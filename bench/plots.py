@@ -24,7 +24,7 @@ from matplotlib.ticker import MultipleLocator, PercentFormatter  # noqa: E402
 
 from .config import match_key  # noqa: E402
 from .errors import UserError  # noqa: E402
-from .store import epochs_frame  # noqa: E402
+from .store import StorageError, epochs_frame  # noqa: E402
 from .environment import hardware_label  # noqa: E402
 from .tables import block_title, default_epochs, group_key, secs, summarise  # noqa: E402
 
@@ -90,7 +90,7 @@ def environment_line(records: list[dict]) -> str:
 class _Data:
     """Everything the three figures draw, computed once from the (matched) result sets."""
 
-    def __init__(self, sets: ResultSets):
+    def __init__(self, sets: ResultSets, left_out: list[str] = ()):
         self.sets, notes = match(sets)
         self.multi = len(self.sets) > 1
         last = max(default_epochs(epochs_frame(recs))[-1] for _, recs in self.sets)
@@ -102,7 +102,7 @@ class _Data:
         self.panels = list(dict.fromkeys(block_title(r) for r in rows))
         self.modes = list(dict.fromkeys(r["kind"] for r in rows))
         self.mode_labels = {r["kind"]: r["label"].replace(" ", "\n", 1) for r in rows}  # two lines under a bar
-        self.footnote = self._footnote(notes)
+        self.footnote = self._footnote(notes + list(left_out))
 
     @staticmethod
     def _cumulative(records: list[dict]) -> dict:
@@ -265,6 +265,8 @@ def tradeoff_figure(d: _Data) -> Figure:
                 continue
             pts = [(n, cum[n], row[f"val_acc_{n}_median"]) for n in d.epochs
                    if n in cum.index and row[f"val_acc_{n}_median"] == row[f"val_acc_{n}_median"]]
+            if not pts:  # no epoch with a validation accuracy
+                continue
             epoch, x, y = zip(*pts)
             ax.plot(x, y, label=d.label(s, row), linewidth=2, markersize=6, **d.style(s, row["kind"]))
             ax.annotate(f"epoch {epoch[-1]}", (x[-1], y[-1]), textcoords="offset points", xytext=(4, -10),
@@ -278,29 +280,33 @@ def tradeoff_figure(d: _Data) -> Figure:
     return fig
 
 
-def figures(sets: ResultSets) -> dict[str, Figure]:
-    """The default figures of one or several result sets ((label, records) pairs), not yet saved."""
+def figures(sets: ResultSets, left_out: list[str] = ()) -> dict[str, Figure]:
+    """The default figures of one or several result sets ((label, records) pairs), not yet saved; `left_out`
+    says in the footnote what reading the records left out."""
     if not any(recs for _, recs in sets):
         return {}
-    d = _Data(sets)
+    d = _Data(sets, left_out)
     return dict(zip(NAMES, (accuracy_figure(d), epoch_time_figure(d), tradeoff_figure(d))))
 
 
 def save(figs: dict[str, Figure], out: Path) -> list[Path]:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, fig in figs.items():
         for ext in ("png", "svg"):
             path = out / f"{name}.{ext}"
-            # No date in the metadata: figures redrawn from the same records stay byte-identical.
-            fig.savefig(path, dpi=150, metadata={"Date": None} if ext == "svg" else None)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                # No date in the metadata: figures redrawn from the same records stay byte-identical.
+                fig.savefig(path, dpi=150, metadata={"Date": None} if ext == "svg" else None)
+            except OSError as e:
+                raise StorageError(path, e) from None
             paths.append(path)
     return paths
 
 
-def write_sets(out: Path, sets: ResultSets) -> list[Path]:
-    return save(figures(sets), out)
+def write_sets(out: Path, sets: ResultSets, left_out: list[str] = ()) -> list[Path]:
+    return save(figures(sets, left_out), out)
 
 
 def write(folder: Path, records: list[dict]) -> list[Path]:

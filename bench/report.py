@@ -5,7 +5,8 @@
 
 Holds the suite's name and description, the environment, the measured comparison table and,
 where the suite names a reference (`reference: udacity-lab`), the documents' numbers beside ours;
-where the runs sweep the training-set size for several strategies, the study (study.py).
+where the runs sweep the training-set size for several strategies, the study (study.py). Records left out
+as corrupt, and a suite file that could not be read, are listed under the table.
 """
 from __future__ import annotations
 
@@ -30,16 +31,6 @@ def load_reference(name: str) -> dict:
     if name not in reference_names():
         raise UserError(unknown("reference", name, reference_names()))
     return yaml.safe_load((REFERENCES / f"{name}.yaml").read_text())
-
-
-def _suite(folder: Path) -> dict:
-    """The suite file copied beside the results by `tlbench run`; a folder without one still reports."""
-    path = folder / "suite.yaml"
-    try:
-        data = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    except yaml.YAMLError as e:
-        raise UserError(f"cannot read '{path}': {e}") from None
-    return data if isinstance(data, dict) else {}
 
 
 def _environment(records: list[dict]) -> str:
@@ -180,15 +171,19 @@ def _reference_section(name: str, records: list[dict]) -> str:
 
 # --- assembly -----------------------------------------------------------------------------------
 
-def markdown(folder: Path, records: list[dict], figures: list[Path], out: Path, study_files: list[Path] = (),
+def markdown(found: store.Results, figures: list[Path], out: Path, study_files: list[Path] = (),
              recipe_files: list[Path] = ()) -> str:
-    suite = _suite(folder)
+    """The report of a folder's readable records; what reading them left out is stated under the table.
+    The suite file beside them (found.suite; {} when it is missing or unreadable) gives title and reference."""
+    suite, records = found.suite, found.records
     table, epochs = tables.summarise(records)
-    parts = [f"# tlbench report: {suite.get('name') or folder.name}", ""]
+    parts = [f"# tlbench report: {suite.get('name') or found.folder.name}", ""]
     if suite.get("description"):
         parts += [str(suite["description"]), ""]
-    parts += ["## Environment", "", _environment(records), "## Measured", "", tables.markdown(table, epochs),
-              "## Cost per run", "", _costs(table)]
+    parts += ["## Environment", "", _environment(records), "## Measured", "", tables.markdown(table, epochs)]
+    if found.lines():
+        parts += [tables.left_out(found.lines())]
+    parts += ["## Cost per run", "", _costs(table)]
     if suite.get("reference"):
         parts += [_reference_section(suite["reference"], records)]
     if study_files:  # a training-set size study (study.py); its figures sit in OUT/figures beside the others
@@ -248,14 +243,20 @@ STYLE = ("body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto
 
 
 def write(folder: Path, out: Path | None = None) -> list[Path]:
-    """Write report.md, report.html and the figures they show into OUT (default: the results folder)."""
-    folder = Path(folder)
-    out = Path(out) if out else folder
-    records = store.read_runs(folder)
-    figures = plots.write_sets(out / "figures", [(None, records)])
+    """Write report.md, report.html and the figures they show into OUT (default: the results folder); what
+    reading the records left out is said on stderr and in the report."""
+    found = store.scan(folder)
+    found.warn()
+    return write_results(found, out)
+
+
+def write_results(found: store.Results, out: Path | None = None) -> list[Path]:
+    out = Path(out) if out else found.folder
+    records = found.records
+    figures = plots.write_sets(out / "figures", [(None, records)])  # the report itself lists what was left out
     study_files = study.write(out, records)
     recipe_files = ablation.write(out, records)
-    md = markdown(folder, records, figures, out, study_files, recipe_files)
+    md = markdown(found, figures, out, study_files, recipe_files)
     atomic_write(out / "report.md", md)
     atomic_write(out / "report.html", to_html(md, out))
     return figures + study_files + recipe_files + [out / "report.md", out / "report.html"]

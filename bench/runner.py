@@ -12,13 +12,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import datasets, recipes, store
+from . import datasets, interrupt, recipes, store
 from .config import RunConfig
 from .errors import UserError
 from .identity import changes, key_parts, run_key
+from .interrupt import Interrupted
 from .modes import MODES
 from .suite import Suite
-
 
 
 def _now() -> str:
@@ -87,7 +87,7 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
                                "inputs": "cached features" if mode.cached_features else "uint8 images",
                                "pipeline": pipeline, "verbose": verbose,
                                **measurement(keras.backend.backend())}
-        clock = EpochClock(len(x_train), stop_requested=lambda: bool(_stop_code))
+        clock = EpochClock(len(x_train), stop_requested=interrupt.requested)
         for stage in stages:
             if stage.number > 1:  # what trains changes, so Keras compiles again: its first epoch is not steady
                 model_lib.enter_stage(model, config, stage)
@@ -95,9 +95,9 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
             record["params"] = model_lib.parameter_counts(model)  # the last stage's stands for the run
             record["recipe"]["stages"][stage.number - 1]["trainable_params"] = record["params"]["trainable"]
             clock.stage = stage.number
-            model.fit(initial_epoch=stage.first_epoch - 1, epochs=stage.last_epoch, callbacks=[clock],
-                      verbose=verbose, **fit_args)
-            _check_stop()
+            with interrupt.stoppable(model):
+                model.fit(initial_epoch=stage.first_epoch - 1, epochs=stage.last_epoch, callbacks=[clock],
+                          verbose=verbose, **fit_args)
             if clock.diverged:
                 break
         record["status"] = "diverged" if clock.diverged else "ok"
@@ -160,37 +160,15 @@ def _fmt_eta(seconds: float | None) -> str:
     return f"ETA {seconds / 60:.0f} min" if seconds >= 90 else f"ETA {seconds:.0f} s"
 
 
-class Interrupted(BaseException):
-    """SIGTERM (or Ctrl-C) between or during runs; `code` is the shell's 128 + signal number.
-
-    A BaseException, like KeyboardInterrupt, so that the per-run `except Exception` does not
-    record an interrupted run as a failed one.
-    """
-
-    def __init__(self, code: int):
-        super().__init__(code)
-        self.code = code
-
-
-# Set by request_stop(). The exception a signal handler raises can land where Python swallows
-# it (a weakref callback inside Keras), so the flag is checked again at each epoch end and run end.
-_stop_code: list[int] = []
-
-
-def request_stop(code: int) -> None:
-    _stop_code.append(code)
-    raise Interrupted(code)
-
-
-def _check_stop() -> None:
-    if _stop_code:
-        raise Interrupted(_stop_code[0])
-
-
-def _recorded(folder: Path, config: RunConfig) -> dict | None:
+def _recorded(folder: Path, config: RunConfig, out: Callable[[str], None], prefix: str) -> dict | None:
     """This run's record: under its file name, or under the name an older tlbench gave the same config
-    (fields added since get their defaults), so an old record is superseded, never left beside the new one."""
-    record = store.read_record(store.run_path(folder, config.run_id))
+    (fields added since get their defaults), so an old record is superseded, never left beside the new one.
+    A corrupt one counts as none: it is moved to damaged/ (kept, with why) and the run measured again."""
+    try:
+        record = store.read_record(store.run_path(folder, config.run_id))
+    except store.CorruptRecord as e:
+        out(f"{prefix}: {e}; moved to {store.set_aside(folder, e, _now())}, measuring it again")
+        record = None
     if record is None and (Path(folder) / "runs").is_dir():
         record = next((r for r in store.read_runs(folder)
                        if RunConfig.from_dict(r["config"]).digest == config.digest), None)
@@ -221,10 +199,10 @@ def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: boo
     environment = capture()
     out(f"tlbench: suite '{suite.name}', {len(suite.runs)} runs on {hardware_label(environment)} "
         f"(Keras {environment['versions'].get('keras')}, backend {environment['keras_backend']}) -> {folder}")
-    eta, finished = Eta(), []
+    eta, finished, running = Eta(), [], None
     try:
         for i, config in enumerate(suite.runs, 1):
-            _check_stop()
+            interrupt.check()
             prefix = f"run {i}/{len(suite.runs)} {suite.describe(config)}"
             parts = key_parts(config, environment, identity(config.weights))
             key = run_key(parts)
@@ -233,7 +211,7 @@ def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: boo
                     out(f"{prefix}: another runner (pid {holder}) is running it, skipped")
                     continue
                 # read under the lock: a concurrent runner may have just finished this run
-                existing = _recorded(folder, config)
+                existing = _recorded(folder, config, out, prefix)
                 skip, again = _decide(existing, key, parts, force, rerun_failed)
                 if skip:
                     out(f"{prefix}: {skip} in {store.run_path(folder, config.run_id)}, skipped"
@@ -242,7 +220,7 @@ def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: boo
                 if again:
                     out(f"{prefix}: measuring again: {again}")
                 out(f"{prefix} ({_fmt_eta(eta.remaining(suite.runs[i - 1:]))})")
-                t = time.perf_counter()
+                t, running = time.perf_counter(), config.run_id
                 record = run_one(config, environment, verbose)
                 record.update(key=key, key_parts=parts, rerun_reason=again or None,
                               schedule={"position": i, "of": len(suite.runs), "this_invocation": len(finished) + 1,
@@ -252,12 +230,15 @@ def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: boo
                     out(f"{prefix}: previous record moved to {store.supersede(folder, existing)}")
                 store.write_run(folder, record)
                 finished.append(record)
+                running = None
+                with store.folder_lock(folder):  # the CSVs keep up with the records, even if a kill comes next
+                    store.rebuild(folder)
                 if record["status"] != "ok":
                     out(f"{prefix}: {record['status'].upper()}: {record['error']}")
     except (KeyboardInterrupt, Interrupted) as e:
         code = e.code if isinstance(e, Interrupted) else 130
-        out(f"interrupted: {len(finished)} run(s) recorded this time in {folder}; the run in progress was "
-            f"not recorded.")
+        out(f"interrupted: {len(finished)} run(s) recorded this time in {folder}"
+            + (f"; the run in progress ({running}) was not recorded" if running else ""))
         raise Interrupted(code) from None
     return finished
 
@@ -270,7 +251,8 @@ def run_in_child(argv: list[str], backend: str) -> None:
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "bench", *argv], env=env)
     try:
-        code = proc.wait()
+        with interrupt.raising():
+            code = proc.wait()
     except (KeyboardInterrupt, Interrupted) as e:
         proc.send_signal(signal.SIGTERM)
         proc.wait()

@@ -297,7 +297,7 @@ MAX_DEPTH = 40
 MAX_RUNS = 100_000
 
 
-def _read(path: Path) -> tuple[dict, _Checker]:
+def read(path: Path) -> tuple[dict, _Checker]:
     """The YAML as data plus a checker that knows every key's line; raises SuiteErrors if unreadable."""
     file = str(path)
 
@@ -345,7 +345,7 @@ def _read(path: Path) -> tuple[dict, _Checker]:
 def load(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Suite:
     """Read, validate and expand a suite; raise SuiteErrors listing every problem found."""
     path = Path(path)
-    data, c = _read(path)
+    data, c = read(path)
     c.mapping(data, (), TOP_KEYS)
     name = data.get("name")
     if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name or len(name) > 100:
@@ -846,7 +846,7 @@ def load_regression(path: str | Path) -> dict:
     The rest is not validated: a stored suite's relative dataset paths or data need not exist where
     results are compared.
     """
-    data, c = _read(Path(path))
+    data, c = read(Path(path))
     m = data.get("matrix") if isinstance(data.get("matrix"), dict) else {}
     matrix = {a: v if isinstance(v, list) else [v] for a, v in m.items() if a in AXES}
     out = _regression(c, data, matrix)

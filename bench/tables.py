@@ -12,6 +12,9 @@ Each cell is the median of its samples with the interquartile range and n (stats
 per repeat for accuracy and the first epoch, one per steady epoch of every repeat for the time per epoch
 and the throughput. "Time per epoch" is training plus validation, what Keras prints; epoch 1, which
 carries tracing and compilation, is its own column.
+
+Records the store left out as corrupt (store.scan) are listed under the table, so a printed or published
+table says what it is missing.
 """
 from __future__ import annotations
 
@@ -217,11 +220,28 @@ def markdown(table: pd.DataFrame, epochs: list[int]) -> str:
     return "\n\n".join(parts) + "\n\n" + note + "\n"
 
 
-def write(folder: Path, records: list[dict], epochs: list[int] | None = None) -> str:
+def left_out(lines: list[str]) -> str:
+    """What reading the records left out or noticed, as the table, report and comparison state it."""
+    return "**Left out or noted while reading the records:**\n\n" + "".join(f"- {line}\n" for line in lines)
+
+
+def render(records: list[dict], epochs: list[int] | None = None, notes: list[str] = ()) -> tuple[str, pd.DataFrame]:
+    """(the table as Markdown, with any notes under it; its numbers as a frame)."""
     table, epochs = summarise(records, epochs)
     text = markdown(table, epochs)
-    atomic_write(Path(folder) / "table.md", text)
-    atomic_write(Path(folder) / "table.csv", table.drop(columns=["group"], errors="ignore").to_csv(index=False))
+    return (text + "\n" + left_out(notes) if notes else text), table
+
+
+def save(folder: Path, text: str, table: pd.DataFrame) -> list[Path]:
+    paths = [Path(folder) / "table.md", Path(folder) / "table.csv"]
+    atomic_write(paths[0], text)
+    atomic_write(paths[1], table.drop(columns=["group"], errors="ignore").to_csv(index=False))
+    return paths
+
+
+def write(folder: Path, records: list[dict], epochs: list[int] | None = None, notes: list[str] = ()) -> str:
+    text, table = render(records, epochs, notes)
+    save(folder, text, table)
     return text
 
 

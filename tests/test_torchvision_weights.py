@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import collections
+import importlib.util
 import io
+import json
 import pickle
 import sys
 import types
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench import torchvision_weights as tw
 from bench.torch_pickle import load_state_dict
+from conftest import ROOT, tlbench
 
 
 # --- a hand-made checkpoint, written the way torch.save writes one -------------------------
@@ -193,15 +197,77 @@ def test_real_weights_load_without_top_at_another_size():
     assert bns and all(l.epsilon == tw.BN_EPSILON for l in bns)
 
 
-def test_real_weights_classify_imagenet_photos():
-    _real_state()
+# --- parity with torchvision itself: golden outputs written by scripts/golden_torchvision.py -----------
+
+GOLDEN = json.loads((Path(__file__).parent / "data" / "torchvision_mobilenet_v2_golden.json").read_text())
+TOLERANCE = 1e-3  # float32; measured: 6e-5 (with Keras's own padding: 8.7)
+
+
+def _photos():
     try:
-        tw.imagenet_photos_dir()
+        return [tw.imagenet_photos_dir() / p["file"] for p in GOLDEN["photos"]]
     except FileNotFoundError as e:
         pytest.skip(f"foolbox's ImageNet photos not installed: {e}")
+
+
+def _probe(seed: int, size: int) -> np.ndarray:
+    spec = importlib.util.spec_from_file_location("golden", ROOT / "scripts" / "golden_torchvision.py")
+    golden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(golden)
+    return golden.probe(seed, size)
+
+
+def test_the_import_gives_torchvisions_logits_and_predictions_on_the_photos():
+    _real_state()
+    files = _photos()
+    logits = tw.imagenet_classifier(classifier_activation=None).predict(tw.photo_batch(files), verbose=0)
+    expected = np.array([p["logits"] for p in GOLDEN["photos"]])
+    assert np.abs(logits - expected).max() <= TOLERANCE
+    assert logits.argmax(axis=1).tolist() == [p["top1"] for p in GOLDEN["photos"]]
     result = tw.verify_on_imagenet_photos()
-    assert result["n"] == 20
-    assert result["top1"] >= 17 and result["top5"] >= 18, result
+    assert (result["n"], result["top1"]) == (20, sum(p["top1"] == p["label"] for p in GOLDEN["photos"]))
+
+
+@pytest.mark.parametrize("probe", GOLDEN["probes"], ids=lambda p: f"seed{p['seed']}-{p['size']}px")
+def test_the_backbone_a_run_trains_gives_torchvisions_pooled_features(probe):
+    import keras
+
+    from bench.backbones import BACKBONES
+    from bench.weights import build_backbone
+
+    _real_state()
+    backbone = build_backbone(BACKBONES.get("mobilenet_v2"), "torchvision", probe["size"], pretrained=True)
+    pooled = keras.ops.convert_to_numpy(keras.ops.mean(backbone(_probe(probe["seed"], probe["size"])[None]), (1, 2)))
+    assert np.abs(pooled[0] - np.array(probe["pooled"])).max() <= TOLERANCE
+
+
+def test_scratch_runs_build_the_same_architecture_as_the_imported_weights():
+    from bench.backbones import BACKBONES
+    from bench.weights import build_backbone
+
+    _real_state()
+
+    def layout(model):
+        return [(layer.name, type(layer).__name__, getattr(layer, "padding", None), getattr(layer, "epsilon", None))
+                for layer in model.layers[1:]]  # not the input, whose name Keras numbers per model
+
+    spec = BACKBONES.get("mobilenet_v2")
+    pretrained = layout(build_backbone(spec, "torchvision", 96, pretrained=True))
+    assert layout(build_backbone(spec, "torchvision", 96, pretrained=False)) == pretrained
+    assert ("Conv1_pad", "ZeroPadding2D", ((1, 1), (1, 1)), None) in pretrained
+    assert ("block_1_pad", "ZeroPadding2D", ((1, 1), (1, 1)), None) in pretrained
+
+
+def test_a_weights_file_with_one_byte_changed_is_refused_naming_the_expected_hash(tmp_path, monkeypatch):
+    _real_state()
+    data = bytearray(tw.find_mobilenet_v2_file().read_bytes())
+    data[len(data) // 2] ^= 1
+    copy = tmp_path / tw.WEIGHTS_FILE
+    copy.write_bytes(bytes(data))
+    monkeypatch.setenv(tw.ENV_VAR, str(copy))
+    p = tlbench("weights", "verify")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert f"expected {tw.WEIGHTS_SHA256}" in p.stderr and str(copy) in p.stderr
 
 
 def test_loading_after_a_first_predict_still_takes_effect():
