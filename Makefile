@@ -1,17 +1,21 @@
 # The two commands of the README. Each sets up what it needs first (scripts/setup.sh).
 .PHONY: run test setup four-cases recipes golden
 
-# The main job: the default suite, offline, on real data -> results/offline-default/ (table, figures).
+# The main job: the default suite, offline, on real data -> results/offline-default/ (table, figures, report),
+# then set beside the project's published run of it (results/published/offline-default/): how this machine compares.
 run:
 	scripts/setup.sh run
 	.venv/bin/tlbench run suites/offline-default.yaml
+	.venv/bin/tlbench beside results/published/offline-default results/offline-default
 
-# The documents' four cases as a study: training-set size x strategy -> results/four-cases/ (about 85 min on 2 cores).
+# The documents' four cases as a study: training-set size x strategy -> results/four-cases/ (about 85 min on 2 cores;
+# the published study is results/published/four-cases/).
 four-cases:
 	scripts/setup.sh run
 	.venv/bin/tlbench run suites/four-cases.yaml
 
-# The documents' 2017 recipe against a modern one, and the ablation of its components -> results/recipes/.
+# The documents' 2017 recipe against a modern one, and the ablation of its components -> results/recipes/
+# (published: results/published/recipes/).
 recipes:
 	scripts/setup.sh run
 	.venv/bin/tlbench run suites/recipes.yaml

@@ -79,8 +79,7 @@ def find(records: list[dict]) -> list[Family]:
                                  cfg["mode"], fields["hardware"], sorted({1, cfg["epochs"]}))
         groups[key].arms.setdefault(recipe, Arm(recipe, [])).runs.append(rec)
     out = [f for f in groups.values() if len(f.arms) > 1 and "classic" in f.arms]
-    order = ["frozen", "frozen-cached", "unfrozen", "scratch"]
-    return sorted(out, key=lambda f: (f.title.split(" · ")[:-1], order.index(f.mode) if f.mode in order else 9))
+    return sorted(out, key=lambda f: (f.title.split(" · ")[:-1], tables.mode_order({"mode": f.mode})))
 
 
 def _acc(arm: Arm, epoch: int) -> str:
@@ -123,14 +122,14 @@ def gaps(families: list[Family]) -> str:
     for n in sorted({1, last}):
         header += [f"Val Acc @ {n}: classic", "modern", "modern − classic (pts)"]
     header += ["Steady s/epoch: modern / classic"]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + ":---:|" * (len(header) - 1)]
+    body = []
     for f in rows:
         c, m = f.arms["classic"], f.arms["modern"]
         cells = [f.title.split(" · ")[-1]]
         for n in f.epochs:
             cells += [_acc(c, n), _acc(m, n), effect(c, m, n)[1]]
-        lines.append("| " + " | ".join(cells + [_time_ratio(c, m)]) + " |")
-    return "\n".join(lines)
+        body.append(cells + [_time_ratio(c, m)])
+    return tables.markdown_table(pd.DataFrame(body, columns=header), "l" + "c" * (len(header) - 1))
 
 
 def verdicts(families: list[Family]) -> str:
@@ -165,15 +164,14 @@ def ablation(f: Family) -> str:
     header = ["Recipe", "Val Acc @ 1", "vs classic @ 1 (pts)", f"Val Acc @ {last}", f"vs classic @ {last} (pts)"]
     header += [f"vs its base @ 1 / @ {last} (pts)"] if own else []
     header += ["Steady s/epoch vs classic"]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + ":---:|" * (len(header) - 1),
-             "| " + " | ".join(["classic", _acc(c, 1), "", _acc(c, last), ""] + [""] * (len(header) - 5)) + " |"]
+    rows = [["classic", _acc(c, 1), "", _acc(c, last), ""] + [""] * (len(header) - 5)]
     for a in others:
         cells = [a.recipe, _acc(a, 1), effect(c, a, 1)[1], _acc(a, last), effect(c, a, last)[1]]
         if own:
             base = f.arms[_base(a.recipe)] if a in own else None
             cells += [f"{effect(base, a, 1)[1]} / {effect(base, a, last)[1]}" if base else ""]
-        lines.append("| " + " | ".join(cells + [_time_ratio(c, a)]) + " |")
-    return "\n".join(lines)
+        rows.append(cells + [_time_ratio(c, a)])
+    return tables.markdown_table(pd.DataFrame(rows, columns=header), "l" + "c" * (len(header) - 1))
 
 
 def attribution(f: Family) -> str:
@@ -254,7 +252,7 @@ def figure(families: list[Family]):
 
 def markdown(families: list[Family], level: int = 1) -> str:
     h = "#" * level
-    parts = [f"{h} Recipes: the documents' classic recipe against a modern one", "",
+    parts = [f"{h} Recipes: the classic recipe of the Udacity lab against a modern one", "",
              "The modern recipe (bench/recipes.py cites each choice): "
              + "; ".join(f"{k} {v}" for k, v in vars(recipes.RECIPES["modern"]).items()) + ".", ""]
     table = gaps(families)

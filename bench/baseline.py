@@ -1,8 +1,12 @@
-"""Baselines per machine, as pytest-benchmark keeps its saved runs per machine folder.
+"""Baselines per machine, as pytest-benchmark keeps its saved runs per machine folder, numbered.
 
-  baselines/<machine-id>/<suite>/runs/*.json   the records, copied as they are
-  baselines/<machine-id>/<suite>/suite.yaml    the suite that produced them (when the results folder has it)
-  baselines/<machine-id>/<suite>/machine.json  what the machine id was made from, and where the copy came from
+  baselines/<machine-id>/<suite>/0001_20250131_120000/runs/*.json   the records, copied as they are
+  baselines/<machine-id>/<suite>/0001_20250131_120000/suite.yaml    the suite that produced them (when there is one)
+  baselines/<machine-id>/<suite>/0001_20250131_120000/machine.json  what the machine id was made from, where the
+                                                                   copy came from, when, and the records' commit
+
+Each save is kept: a new one takes the next number (`--force` replaces the latest instead), and
+`compare --against-baseline` takes the latest.
 
 The machine id is read from the records' environment, not from the machine running the command,
 so a baseline can be saved or looked up anywhere without importing a backend:
@@ -65,43 +69,92 @@ def identify(found: Results, name: str | None = None) -> tuple[str, str]:
     return mid, suite
 
 
-def save(found: Results, root: Path, name: str | None = None) -> Path:
-    """Copy a results folder's readable records to ROOT/<machine-id>/<suite>/, replacing any earlier baseline
-    there; corrupt ones stay behind (found.lines() names them)."""
-    results, root, records = found.folder, Path(root), found.records
-    mid, suite = identify(found, name)
-    dest = root / mid / suite
-    tmp = dest.with_name(f".{suite}.saving")
-    shutil.rmtree(tmp, ignore_errors=True)
-    # A baseline is one snapshot: runs left from an earlier save must not mix in, so replace the folder.
-    # Only the records: not lock files or superseded measurements.
-    (tmp / "runs").mkdir(parents=True)
+def saves(folder: Path) -> list[Path]:
+    """The saves of one machine's baseline of one suite, oldest first."""
+    return sorted(p for p in Path(folder).glob("[0-9][0-9][0-9][0-9]_*") if (p / "runs").is_dir())
+
+
+def _commits(records: list[dict]) -> dict:
+    gits = [r["environment"].get("git") or {} for r in records]
+    return {"commits": sorted({g["commit"] for g in gits if g.get("commit")}),
+            "dirty": any(g.get("dirty") for g in gits)}
+
+
+def _commit_text(info: dict) -> str:
+    """'0592ce2', '0592ce2+dirty', '2 commits', 'none' (not a git checkout)."""
+    commits = info.get("commits")
+    if commits is None:
+        text = "unknown"
+    elif len(commits) <= 1:
+        text = commits[0][:7] if commits else "none"
+    else:
+        text = f"{len(commits)} commits"
+    return text + ("+dirty" if info.get("dirty") else "")
+
+
+def _copy(found: Results, mid: str, dest: Path) -> None:
+    """The readable records, the suite file and machine.json into dest: not lock files or superseded records."""
+    results, records = found.folder, found.records
+    (dest / "runs").mkdir(parents=True)
     for record in records:
-        shutil.copy2(run_path(results, record["run_id"]), tmp / "runs")
+        shutil.copy2(run_path(results, record["run_id"]), dest / "runs")
     if (results / "suite.yaml").is_file():
-        shutil.copy2(results / "suite.yaml", tmp / "suite.yaml")
+        shutil.copy2(results / "suite.yaml", dest / "suite.yaml")
     env = records[0]["environment"]
     info = {"machine_id": mid, "saved_from": str(results.resolve()), "runs": len(records),
-            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **_commits(records),
             **{k: env.get(k) for k in ("device", "accelerators", "accelerator_count", "keras_backend",
                                        "platform", "versions", "cpu")}}
-    atomic_write(tmp / "machine.json", json.dumps(info, indent=1, sort_keys=True) + "\n")
-    shutil.rmtree(dest, ignore_errors=True)
+    atomic_write(dest / "machine.json", json.dumps(info, indent=1, sort_keys=True) + "\n")
+
+
+def save(found: Results, root: Path, name: str | None = None, force: bool = False) -> tuple[Path, Path | None]:
+    """(the new save, the save it replaced or None): a results folder's readable records copied to
+    ROOT/<machine-id>/<suite>/<number>_<date>/, the next number, or the latest's with `force`; corrupt records
+    stay behind (found.lines() names them)."""
+    mid, suite = identify(found, name)
+    folder = Path(root) / mid / suite
+    earlier = saves(folder)
+    replaced = earlier[-1] if force and earlier else None
+    latest = int(earlier[-1].name[:4]) if earlier else 0
+    number = latest if replaced else latest + 1
+    dest = folder / f"{number:04d}_{datetime.now(timezone.utc):%Y%m%d_%H%M%S}"
+    tmp = folder / f".{dest.name}.saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _copy(found, mid, tmp)
+    # A save is a folder, so it appears by renaming the folder (atomic_write's one-file rename cannot); with
+    # --force the latest moves aside first, so that a crash between the two renames loses no records.
+    if replaced:
+        aside = replaced.with_name(f".{replaced.name}.replaced")
+        replaced.rename(aside)
     tmp.rename(dest)
-    return dest
+    if replaced:
+        shutil.rmtree(aside)
+    return dest, replaced
 
 
-def available(root: Path) -> list[str]:
-    return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in Path(root).glob("*/*/runs") if p.is_dir())
+def describe(save: Path) -> dict:
+    """What `baseline list` and `compare` say of a save: its name, date, machine, commit and run count."""
+    try:
+        info = json.loads((save / "machine.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    return {"machine": save.parent.parent.name, "suite": save.parent.name, "save": save.name,
+            "saved": info.get("saved_at", "unknown"), "commit": _commit_text(info),
+            "runs": len(list((save / "runs").glob("*.json")))}
+
+
+def available(root: Path) -> list[Path]:
+    """Every save under a baselines root, by machine and suite, oldest first."""
+    return sorted(p.parent for p in Path(root).glob("*/*/[0-9][0-9][0-9][0-9]_*/runs") if p.is_dir())
 
 
 def find(found: Results, root: Path, name: str | None = None) -> Path:
-    """The baseline saved for the machine and suite of a results folder's records."""
+    """The latest save of the baseline for the machine and suite of a results folder's records."""
     mid, suite = identify(found, name)
-    dest = Path(root) / mid / suite
-    if (dest / "runs").is_dir():
-        return dest
-    have = available(root)
-    listing = "\n  ".join(have) if have else "(none)"
+    have = saves(Path(root) / mid / suite)
+    if have:
+        return have[-1]
+    listing = "\n  ".join(sorted({f"{s.parent.parent.name}/{s.parent.name}" for s in available(root)})) or "(none)"
     raise UserError(f"no baseline for machine '{mid}', suite '{suite}' under '{root}'. Available:\n  {listing}\n"
                     f"Save one on this machine with: tlbench baseline save RESULTS --root {root}")

@@ -1,27 +1,32 @@
 """tlbench's subcommands. Each parses its arguments and calls one function; errors become exit codes.
 
 Exit codes: 0 success, 1 some runs failed (compare: a regression), 2 bad input (suite, results, data,
-weights; compare: also nothing compared), 3 compare inconclusive, 130 interrupted by Ctrl-C, 143 by SIGTERM.
+weights; compare: also nothing compared), 3 compare inconclusive, 130 interrupted by Ctrl-C, 143 by SIGTERM,
+141 the reader of the output left (`tlbench list SUITE | head -1`), as for shell tools killed by SIGPIPE.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
 
-from . import interrupt
+from . import console, interrupt
 from .errors import ConfigError, SuiteErrors, UserError
 from .interrupt import Interrupted
 from .registry import UnknownName
 
-EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
 
 
 def _load_suite(args):
     from . import suite
 
-    return suite.load(args.suite, suite.parse_set(args.set or []))
+    s = suite.load(args.suite, suite.parse_set(args.set or []))
+    for note in s.notes:  # what the runs will download: said before any starts, whatever the command
+        print(f"note: {note}", file=sys.stderr)
+    return s
 
 
 def cmd_validate(args) -> int:
@@ -69,15 +74,15 @@ def _finish(folder: Path) -> list[dict]:
 
 
 def cmd_run(args) -> int:
+    interrupt.install()  # first: a signal while the modules below import is then noted, not a traceback
     from dataclasses import replace
 
     from .environment import process_backend
     from .runner import run_in_child, run_suite
     from .store import StorageError, atomic_write, folder_lock, read_record, rebuild, run_path
 
-    interrupt.install()
     s = _load_suite(args)
-    folder = Path(args.results) / s.name
+    folder = _results_folder(args.results, s.name)
     resume = f"resume with: {shlex.join(['tlbench', *args.argv])}  (recorded runs are skipped)"
     try:
         for line in _foreign_records(folder, s, Path(args.suite).read_text()):
@@ -88,8 +93,9 @@ def cmd_run(args) -> int:
         for backend in backends:
             runs = [r for r in s.runs if r.backend == backend]
             if backend == here:
-                run_suite(replace(s, runs=runs), folder, force=args.force, rerun_failed=args.rerun_failed,
-                          verbose=0 if args.quiet else None)
+                if not _all_recorded(replace(s, runs=runs), folder, args):
+                    run_suite(replace(s, runs=runs), folder, force=args.force, rerun_failed=args.rerun_failed,
+                              verbose=0 if args.quiet else None)
             elif args.backend:
                 raise UserError(f"--backend {backend}: this process's Keras backend is {here}; "
                                 f"set KERAS_BACKEND={backend}")
@@ -114,6 +120,49 @@ def cmd_run(args) -> int:
     for r in bad:
         print(f"{r['status']}: {r['run_id']}: {r['error']}", file=sys.stderr)
     return EXIT_FAILED_RUNS if bad else EXIT_OK
+
+
+def _results_folder(root: str, name: str) -> Path:
+    """RESULTS/<suite>, refused before anything runs when a file stands where a folder must be."""
+    folder = Path(root) / name
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"--results {root}: '{blocker}' is a file, not a folder; give the folder the results go "
+                        "to (it is made if missing)")
+    return folder
+
+
+def _all_recorded(s, folder: Path, args) -> bool:
+    """Whether every run of s (one backend's) is recorded under the key it would have now, decided without
+    importing the backend: its answer (devices, build) is taken from the records (environment.as_recorded),
+    so that a run with nothing to train does not spend tens of seconds starting TensorFlow. Says so per run."""
+    from .environment import as_recorded, host
+    from .identity import key_parts, run_key
+    from .runner import _decide
+    from .store import CorruptRecord, read_record, run_path
+    from .weights import identity
+
+    if args.force or not s.runs:
+        return False
+    here, skips = host(s.runs[0].backend), []
+    for config in s.runs:
+        try:
+            record = read_record(run_path(folder, config.run_id))
+        except CorruptRecord:  # run_suite sets it aside and measures the run again
+            return False
+        env = as_recorded(here, record["environment"]) if record else None
+        if env is None:
+            return False
+        parts = key_parts(config, env, identity(config.weights))
+        skip, _ = _decide(record, run_key(parts), parts, False, args.rerun_failed)
+        if not skip:
+            return False
+        skips.append(skip)
+    for i, (config, skip) in enumerate(zip(s.runs, skips), 1):
+        print(f"run {i}/{len(s.runs)} {s.describe(config)}: {skip} in {run_path(folder, config.run_id)}, skipped")
+    print(f"tlbench: suite '{s.name}': all {len(s.runs)} runs are recorded for this machine and software, nothing "
+          "to train (--force to re-run)")
+    return True
 
 
 def _foreign_records(folder: Path, s, suite_text: str) -> list[str]:
@@ -159,9 +208,28 @@ def cmd_table(args) -> int:
     text, table = tables.render(found.records, _epochs(args.epochs), found.lines())
     print(text, end="")
     try:
-        tables.save(found.folder, text, table)
+        paths = tables.save(found.folder, text, table)
     except store.StorageError as e:  # the table is printed above: only its copy on disk is missing
         raise UserError(f"{e}; the table above is complete, only table.md and table.csv were not written") from None
+    for path in paths:
+        print(f"wrote {path}")
+    return EXIT_BAD_INPUT if found.damaged else EXIT_OK
+
+
+def cmd_diagnose(args) -> int:
+    """Each configuration's diagnostics, in the table's order, under its label and run ids: findings, not
+    errors, so exit 0 (2 only when a record was left out)."""
+    from . import diagnostics, store, tables
+
+    found = store.scan(Path(args.results))
+    found.warn()
+    by_id = {r["run_id"]: r for r in found.records}
+    table, _ = tables.summarise(found.records)
+    for _, row in table.iterrows():
+        print(f"{row['label']} · {tables.block_title(row)}: runs {', '.join(row['run_ids'].split())}")
+        lines = diagnostics.text([by_id[i] for i in row["run_ids"].split()])[:-1]  # less its count line
+        print("\n".join(f"  {line}" for line in lines or ["no diagnostics"]))
+    print(diagnostics.text(found.records)[-1])
     return EXIT_BAD_INPUT if found.damaged else EXIT_OK
 
 
@@ -209,10 +277,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_weights_verify(args) -> int:
-    from .torchvision_weights import verify_on_imagenet_photos
-
     try:
-        result = verify_on_imagenet_photos()
+        with console.filtered_stderr(console.gpu_expected()):  # TensorFlow's start-up noise, as in `run`
+            from .torchvision_weights import verify_on_imagenet_photos
+
+            result = verify_on_imagenet_photos()
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
     print(f"torchvision MobileNetV2 imported into Keras: top-1 {result['top1']}/{result['n']}, "
@@ -228,7 +297,9 @@ def cmd_compare(args) -> int:
     if args.against_baseline:
         current = Path(args.against_baseline)
         base = baseline.find(store.scan(current), Path(args.root), args.name)
-        print(f"baseline: {base}")
+        said = baseline.describe(base)
+        print(f"baseline: {base} (the latest of {len(baseline.saves(base.parent))} saves: saved {said['saved']}, "
+              f"commit {said['commit']}, {said['runs']} runs)")
     elif args.baseline and args.current:
         base, current = Path(args.baseline), Path(args.current)
     else:
@@ -236,9 +307,8 @@ def cmd_compare(args) -> int:
     flags = compare.parse_flags(time=args.time_threshold, throughput=args.throughput_threshold,
                                 accuracy=args.accuracy_threshold)
     report = compare.compare(base, current, flags, _epochs(args.epochs), args.force_different_hardware)
-    print(report.text, end="")
-    for line in (report.warnings + [f"regressed: {r}" for r in report.regressions]
-                 + [f"inconclusive: {r}" for r in report.inconclusive]):
+    print(report.text, end="")  # each verdict once, in the table: stderr gets only what is amiss with the inputs
+    for line in report.warnings:
         print(line, file=sys.stderr)
     try:
         paths = compare.write(report, Path(args.out) if args.out else current)
@@ -253,20 +323,93 @@ def cmd_compare(args) -> int:
     return EXIT_INCONCLUSIVE if report.inconclusive else EXIT_OK
 
 
+def cmd_beside(args) -> int:
+    from . import beside, store
+
+    text, rows = beside.beside(Path(args.published), Path(args.yours))
+    print(text, end="")
+    out = Path(args.out) if args.out else Path(args.yours)
+    try:
+        store.atomic_write(out / "beside.md", text)
+        store.atomic_write(out / "beside.csv", rows.to_csv(index=False))
+    except store.StorageError as e:
+        raise UserError(f"{e}; write beside.md and beside.csv elsewhere with --out DIR") from None
+    print(f"wrote {out / 'beside.md'}, {out / 'beside.csv'}")
+    return EXIT_OK
+
+
 def cmd_baseline_save(args) -> int:
-    from .baseline import save
+    from .baseline import save, saves
     from .store import scan
 
     found = scan(Path(args.results))
     found.warn()
-    print(f"saved baseline {save(found, Path(args.root), args.name)}"
+    dest, replaced = save(found, Path(args.root), args.name, args.force)
+    kept = len(saves(dest.parent)) - 1
+    said = (f"--force: replaces {replaced.name}" if replaced else
+            f"{kept} earlier save(s) kept: tlbench baseline list --root {args.root}" if kept else "the first save")
+    print(f"saved baseline {dest} ({said})"
           + (f" without the {len(found.corrupt)} corrupt record(s) named above" if found.corrupt else ""))
     return EXIT_BAD_INPUT if found.damaged else EXIT_OK
+
+
+def cmd_baseline_list(args) -> int:
+    import pandas as pd
+
+    from .baseline import available, describe
+
+    found = available(Path(args.root))
+    if not found:
+        print(f"no baselines under '{args.root}'; save one with: tlbench baseline save RESULTS --root {args.root}")
+        return EXIT_OK
+    print(pd.DataFrame(map(describe, found)).to_string(index=False))
+    print("compare --against-baseline takes the latest save of the machine and suite")
+    return EXIT_OK
+
+
+def cmd_ls(args) -> int:
+    from .catalog import lines
+
+    print("\n".join(lines(args.category)))
+    return EXIT_OK
+
+
+class _Version(argparse.Action):
+    """--version, worked out only when asked: it runs git."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print tlbench's version and the git commit of its code, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .environment import git_state, package_version
+
+        git = git_state()
+        commit = (f"commit {git['commit'][:12]}" + (", uncommitted changes" if git["dirty"] else "")
+                  if git["commit"] else "not a git checkout")
+        print(f"tlbench {package_version('tlbench') or '(not installed)'} ({commit})")
+        parser.exit()
+
+
+# Options whose value may begin with '-' ('-10%'): argparse takes such a value for an option and stops with
+# "expected one argument"; joined to its flag, it reaches tlbench's check, which says what the value must be.
+_SIGNED_VALUES = ("--time-threshold", "--throughput-threshold", "--accuracy-threshold")
+
+
+def _join_signed_values(argv: list[str]) -> list[str]:
+    out = []
+    for arg in argv:
+        if out and out[-1] in _SIGNED_VALUES and arg.startswith("-"):
+            out[-1] += "=" + arg
+        else:
+            out.append(arg)
+    return out
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tlbench", description="Benchmark frozen / fine-tuned / from-scratch "
                                 "transfer learning from YAML suites.")
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_suite(name, help, fn):
@@ -284,16 +427,22 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default="results", help="results root; records go to RESULTS/<suite name>/")
     run.add_argument("--force", action="store_true", help="re-run runs already recorded")
     run.add_argument("--rerun-failed", action="store_true", help="re-run recorded runs that failed or diverged")
-    run.add_argument("--quiet", action="store_true", help="no Keras progress bars")
+    run.add_argument("--quiet", action="store_true", help="no Keras epoch lines in plain (non-terminal) output; "
+                     "the line per run, the ETA and the summary stay")
     run.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
                      help="run only this backend's runs, in this process (KERAS_BACKEND must match)")
     run.add_argument("--records-only", action="store_true", help="write the records, not the table, figures "
                      "and report (what a per-backend child process does)")
 
     t = sub.add_parser("table", help="print and write the comparison table of a results folder")
-    t.add_argument("results", help="results folder of one suite, e.g. results/offline-default")
+    t.add_argument("results", help="results folder of one suite, e.g. results/published/offline-default")
     t.add_argument("--epochs", help="epochs to show, e.g. 1,5 (default: 1 and the last)")
     t.set_defaults(fn=cmd_table)
+
+    dg = sub.add_parser("diagnose", help="print what each run's and configuration's numbers must not be read as "
+                        "(noisy timing, validation at chance, BatchNorm statistics, ...), with the evidence")
+    dg.add_argument("results", help="results folder of one suite, e.g. results/published/offline-default")
+    dg.set_defaults(fn=cmd_diagnose)
 
     pl = sub.add_parser("plot", help="draw the figures of one results folder, or of several in the same figures")
     pl.add_argument("results", nargs="+", help="results folder(s); runs are matched across them by configuration")
@@ -303,15 +452,17 @@ def parser() -> argparse.ArgumentParser:
     pl.set_defaults(fn=cmd_plot)
 
     r = sub.add_parser("report", help="write RESULTS/report.md and report.html: table, figures, environment, "
-                       "and the documents' numbers beside ours where the suite names a reference")
-    r.add_argument("results", help="results folder of one suite, e.g. results/offline-default")
+                       "and a published table's numbers beside ours where the suite names a reference")
+    r.add_argument("results", help="results folder of one suite, e.g. results/published/offline-default")
     r.add_argument("--out", help="folder for the report and its figures (default: RESULTS)")
     r.set_defaults(fn=cmd_report)
 
     w = sub.add_parser("weights", help="weights utilities")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     v = wsub.add_parser("verify", help="check the imported torchvision MobileNetV2 on 20 real ImageNet photos")
-    v.add_argument("--min-top1", type=int, default=17)
+    v.add_argument("--min-top1", type=int, default=17, metavar="N",
+                   help="pass when at least N of the photos (foolbox ships 20) get the right top-1 class "
+                        "(default 17)")
     v.set_defaults(fn=cmd_weights_verify)
 
     c = sub.add_parser("compare", help="regression check of a results folder against a baseline (exit 0 ok, "
@@ -331,22 +482,46 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="folder for compare.md and compare.csv (default: CURRENT)")
     c.set_defaults(fn=cmd_compare)
 
+    bb = sub.add_parser("beside", help="your results beside published ones of the same suite from another machine: "
+                        "accuracy differences (within noise or not) and time ratios per configuration")
+    bb.add_argument("published", help="the published results folder, e.g. results/published/offline-default")
+    bb.add_argument("yours", help="your results folder of the same suite; beside.md/.csv are written here")
+    bb.add_argument("--out", help="folder for beside.md and beside.csv (default: YOURS)")
+    bb.set_defaults(fn=cmd_beside)
+
     b = sub.add_parser("baseline", help="per-machine baselines for tlbench compare --against-baseline")
     bsub = b.add_subparsers(dest="baseline_command", required=True)
-    bs = bsub.add_parser("save", help="copy a results folder's records to ROOT/<machine-id>/<suite>/")
-    bs.add_argument("results", help="results folder of one suite, e.g. results/offline-default")
+    bs = bsub.add_parser("save", help="copy a results folder's records to ROOT/<machine-id>/<suite>/<number>_<date>/"
+                         ", the next number: earlier saves are kept")
+    bs.add_argument("results", help="results folder of one suite, e.g. results/published/offline-default")
     bs.add_argument("--root", default="baselines", help="baselines root (default: baselines)")
     bs.add_argument("--name", help="baseline name (default: the suite name)")
+    bs.add_argument("--force", action="store_true", help="replace the latest save instead of adding one")
     bs.set_defaults(fn=cmd_baseline_save)
+    bl = bsub.add_parser("list", help="the saved baselines: machine, suite, save, date, commit, runs")
+    bl.add_argument("--root", default="baselines", help="baselines root (default: baselines)")
+    bl.set_defaults(fn=cmd_baseline_list)
+
+    ls = sub.add_parser("ls", help="what a suite can name, one line each: backbones, datasets, modes, weights, "
+                        "references")
+    ls.add_argument("category", help="backbones, datasets, modes, weights or references")
+    ls.set_defaults(fn=cmd_ls)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser().parse_args(argv)
+    console.quiet_frameworks()  # before any command imports a framework
+    args = parser().parse_args(_join_signed_values(argv))
     args.argv = argv  # the resume hint repeats the command exactly, --set and all
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # a reader that left shows here when the whole output fitted in the buffer
+        return code
+    except BrokenPipeError:
+        # Python would fail again at its last flush and print a warning: stdout goes nowhere from here.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except SuiteErrors as e:
         for err in e.errors:
             print(f"error: {err}", file=sys.stderr)

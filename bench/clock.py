@@ -14,6 +14,10 @@ training steps, and that tail would be counted as validation time. Keras's own c
 logs at epoch end comes after the split is read. Under TensorFlow Keras converts every step's
 logs on the main thread, which already waits for each step.
 
+Beside each epoch's seconds the row keeps what else ran during it (load.epoch: others' and the hypervisor's
+shares of the CPUs, the load average) and, where NVML reads GPUs, their clocks, heat, power and throttling
+(gpu.py); both are read outside the timed spans, before the epoch's first reading and after its last.
+
 The clock adds no per-batch hook: overriding `on_train_batch_end` makes Keras drop its
 asynchronous callback dispatch and convert the logs on the host after every step, slowing the
 very thing being measured. `measurement(backend)` says what a record's timings include.
@@ -24,6 +28,8 @@ import math
 import time
 
 import keras
+
+from . import gpu, load
 
 
 def device_sync(model) -> None:
@@ -101,6 +107,7 @@ class EpochClock(keras.callbacks.Callback):
         return time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._load = load.mark()
         # Work queued before the epoch (initialisation, weight loading, the previous epoch's
         # callbacks) is not the epoch's.
         self._start = self._now()
@@ -130,6 +137,8 @@ class EpochClock(keras.callbacks.Callback):
             "val_seconds": val_s,
             "train_images": self.train_images,
             "images_per_second": self.train_images / train_s if train_s > 0 else None,
+            "load": load.epoch(self._load, load.mark()),
+            **({"gpu": gpus} if (gpus := gpu.read()) else {}),
         })
         self._fit_started = False
         # Checked per epoch, not per batch: a per-batch hook would sync the device every step

@@ -22,6 +22,8 @@ Exit codes (cli): 0 ok, 1 a regression, 2 bad input or nothing compared, 3 incon
 on either side is left out, named in the output, and makes it 2 unless a regression was found: a gate
 must not pass on a comparison missing runs, nor hide a regression behind the damage.
 Timings compare only on the same hardware (device, accelerator count, usable CPU cores).
+Where a side's finished runs carry a diagnostic on a compared metric (diagnostics.py: noisy timing for time and
+throughput, a run at chance for an accuracy), the row's Why says so: its verdict rests on that evidence.
 """
 from __future__ import annotations
 
@@ -32,13 +34,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import load, stats
+from . import diagnostics, load, stats
 from .config import NOT_MATCHED, match_key
 from .environment import hardware_label
 from .errors import SuiteErrors, UserError
+from .matrix import AXES, OPTIONAL_AXES
+from .overrides import matches, parse_match
 from .store import Results, atomic_write, scan
-from .suite import load_regression, threshold
-from .tables import left_out, pct, run_values, secs
+from .suite_yaml import read
+from .tables import left_out, markdown_table, pct, run_values, secs
 
 DEFAULTS = {"time": 0.10, "throughput": 0.10, "accuracy": 2.0}
 # Others' CPU share plus steal, as a fraction of the machine, that may differ between the sides before
@@ -63,6 +67,84 @@ class Report:
     inconclusive: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     damaged: bool = False  # a corrupt record was left out on either side: the comparison is not whole
+
+
+# --- the thresholds: a suite's `regression:` block, the --*-threshold flags -------------------------
+
+REGRESSION_METRICS = ("time", "throughput", "accuracy")
+
+
+def threshold(metric: str, v) -> float:
+    """A regression threshold, normalised: time/throughput as a fraction (0.10 or '10%'), accuracy in points.
+
+    A bare time/throughput number of 1 or more is refused: '10' almost always means 10 %, not 1000 %.
+    """
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {v!r}")
+    text = str(v).strip()
+    try:
+        f = float(text[:-1]) / 100 if metric != "accuracy" and text.endswith("%") else float(text)
+    except ValueError:
+        f = None
+    if metric == "accuracy":
+        if f is None or not 0 < f <= 100:
+            raise ValueError(f"expected accuracy points between 0 and 100 (2 = two points), got {v!r}")
+        return f
+    if f is None or not f > 0 or (not text.endswith("%") and f >= 1) or (metric == "throughput" and f >= 1):
+        raise ValueError(f"expected a fraction such as 0.10 or a percentage such as 10%, got {v!r}")
+    return f
+
+
+def _thresholds(c, values: dict, path: tuple) -> dict:
+    out = {}
+    for k in REGRESSION_METRICS:
+        if k in values:
+            try:
+                out[k] = threshold(k, values[k])
+            except ValueError as e:
+                c.error(path + (k,), str(e))
+    return out
+
+
+def regression_block(c, raw, axes: dict[str, list]) -> dict:
+    """A suite's `regression:` thresholds, only what was given; errors go to the suite's checker `c`. `axes`: the
+    names the matrix gives each of its AXES, which an override's `match` may name."""
+    p = ("regression",)
+    raw = c.mapping(raw, p, set(REGRESSION_METRICS) | {"overrides"})
+    out = _thresholds(c, raw, p)
+    rules = raw.get("overrides")
+    if rules is None:
+        return out
+    if not isinstance(rules, list):
+        c.error(p + ("overrides",), "expected a list of {match: {AXIS: names}, METRIC: threshold}")
+        return out
+    out["overrides"] = []
+    for i, rule in enumerate(rules):
+        rp = p + ("overrides", i)
+        rule = c.mapping(rule, rp, set(REGRESSION_METRICS) | {"match"})
+        match = parse_match(c, rp + ("match",), rule.get("match"), axes, "threshold")
+        values = _thresholds(c, rule, rp)
+        if not rule.get("match") or not any(k in rule for k in REGRESSION_METRICS):
+            c.error(rp, f"needs 'match' and at least one of {', '.join(REGRESSION_METRICS)}")
+        out["overrides"].append({"match": match or {}, **values})
+    return out
+
+
+def load_regression(path: str | Path) -> dict:
+    """Only the `regression:` key of a suite (e.g. the copy in a results folder).
+
+    The rest is not validated: a stored suite's relative dataset paths or data need not exist where
+    results are compared.
+    """
+    data, c = read(Path(path))
+    m = data.get("matrix") if isinstance(data.get("matrix"), dict) else {}
+    axes = {a: m[a] if isinstance(m[a], list) else [m[a]] for a in AXES if a in m}
+    out = {}
+    if data.get("regression") is not None:
+        out = regression_block(c, data["regression"], {a: axes.get(a, OPTIONAL_AXES.get(a, [])) for a in AXES})
+    if c.errors:
+        raise SuiteErrors(c.errors)
+    return out
 
 
 def parse_flags(**given: str | None) -> dict:
@@ -105,9 +187,9 @@ def software_notes(base: list[dict], cur: list[dict]) -> list[str]:
 def resolve_thresholds(config: dict, suite_reg: dict, flags: dict) -> dict[str, tuple[float, str]]:
     """metric -> (threshold, where it came from): defaults < suite < matching suite overrides < flags."""
     layers = [("default", DEFAULTS), ("suite", suite_reg)]
+    # a strategy's runs are matched by its own name, as the suite's overrides match them
     layers += [(f"suite override {i}", rule) for i, rule in enumerate(suite_reg.get("overrides", []))
-               if all(config.get(axis) in names or (axis == "mode" and config.get("strategy") in names)
-                      for axis, names in rule["match"].items())]
+               if matches(rule["match"], {**config, "mode": config.get("strategy") or config.get("mode")})]
     layers.append(("flag", flags))
     out = {}
     for source, values in layers:
@@ -196,16 +278,27 @@ def _differences(a: dict, b: dict) -> list[str]:
     return [k for k in sorted(set(a) | set(b)) if k not in NOT_MATCHED and a.get(k) != b.get(k)]
 
 
+def _flagged(cell: str, sides: dict[str, list[dict]]) -> str:
+    """'baseline: noisy-timing in 2 of 3 runs': each side's diagnostics of its finished runs on one table cell
+    (diagnostics.py's names: accuracy@N, seconds_per_epoch); '' when none."""
+    said = []
+    for side, runs in sides.items():
+        names = [name for r in runs for name in dict.fromkeys(d.name for d in diagnostics.for_record(r)
+                                                               if cell in d.affects)]
+        said += [f"{side}: {name} in {names.count(name)} of {len(runs)} runs" for name in dict.fromkeys(names)]
+    return "; ".join(said)
+
+
 def _group(label: str, config: dict, b: list[dict], c: list[dict], limits: dict,
            epochs: list[int], loads: tuple) -> list[dict]:
     """Rows for one configuration present on both sides."""
     bok, cok = [r for r in b if r.get("status") == "ok"], [r for r in c if r.get("status") == "ok"]
     bv, cv = [run_values(r, epochs) for r in bok], [run_values(r, epochs) for r in cok]
-    checks = [("time", "steady s/epoch", "steady_epoch_seconds"),
-              ("throughput", "steady img/s", "steady_images_per_second")]
-    checks += [("accuracy", f"val acc @ epoch {n}", f"val_acc_{n}") for n in epochs]
+    checks = [("time", "steady s/epoch", "steady_epoch_seconds", diagnostics.SECONDS),
+              ("throughput", "steady img/s", "steady_images_per_second", diagnostics.SECONDS)]
+    checks += [("accuracy", f"val acc @ epoch {n}", f"val_acc_{n}", diagnostics.accuracy_cell(n)) for n in epochs]
     rows = []
-    for metric, name, col in checks:
+    for metric, name, col, cell in checks:
         bs = [v[col] for v in bv if not np.isnan(v[col])]
         cs = [v[col] for v in cv if not np.isnan(v[col])]
         limit, source = limits[metric]
@@ -223,6 +316,8 @@ def _group(label: str, config: dict, b: list[dict], c: list[dict], limits: dict,
             iv, verdict, why = judge(metric, bs, cs, limit, loads)
             change, interval = _change(metric, iv)
             row.update(change=change, interval=interval, verdict=verdict, why=why)
+        if flags := _flagged(cell, {"baseline": bok, "current": cok}):
+            row["why"] += f"; ⚠ {flags}: the verdict rests on those runs (tlbench diagnose)"
         rows.append(row)
     # A repeat that ran before and fails now is a regression too: CI must not pass on crashes.
     was = {r["config"].get("repeat"): r.get("status") for r in b}
@@ -342,10 +437,10 @@ def _markdown(baseline, current, base_recs, cur_recs, hw_b, hw_c, table, lines, 
     notes = software_notes(base_recs, cur_recs)
     out += [f"Software changed (what this comparison tests): {'; '.join(notes)}" if notes
             else "Software: same backend, versions and commit on both sides", "", _load_line(loads), ""]
-    out += ["| Configuration | Metric | Baseline | Current | Change | 95% interval | Threshold | Verdict | Why |",
-            "|---|---|---:|---:|---:|---:|---:|---|---|"]
-    cols = ["config", "metric", "baseline", "current", "change", "interval", "threshold", "verdict", "why"]
-    out += ["| " + " | ".join(str(r[c]) if pd.notna(r[c]) else "" for c in cols) + " |" for _, r in table.iterrows()]
+    header = {"config": "Configuration", "metric": "Metric", "baseline": "Baseline", "current": "Current",
+              "change": "Change", "interval": "95% interval", "threshold": "Threshold", "verdict": "Verdict",
+              "why": "Why"}
+    out += [markdown_table(table[list(header)].rename(columns=header), "llrrrrrll")]
     regressed, unsure = lines["REGRESSED"], lines["inconclusive"]
     out += ["", f"**Regressed: {len(regressed)}**" if regressed else
             (f"**Inconclusive: {len(unsure)}** (no regression shown, none ruled out)" if unsure

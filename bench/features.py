@@ -6,7 +6,8 @@ keyed by everything that changes those features: backbone, the weights' identity
 or the source name; with random weights, the seed that drew them), the exact data (its
 fingerprint), image and input size, precision, the cut, pooling, the Keras backend that computed them, the
 versions of the frameworks and of tlbench's run-path code (identity.code_version: a change to the
-trunk's construction or the weights import must not be served stale features). It lives in $TLBENCH_CACHE/features/ (default ~/.cache/tlbench/features/) and is
+trunk's construction or the weights import must not be served stale features). It lives in
+$TLBENCH_CACHE/features/ (default: the user's cache folder, ~/.cache/tlbench/features/ on Linux) and is
 written atomically, so a killed run or two concurrent runners never leave a half-written file.
 """
 from __future__ import annotations
@@ -24,9 +25,10 @@ import numpy as np
 
 from .config import RunConfig
 from .datasets import Data
-from .environment import package_version
+from .environment import package_version, user_cache
 from .identity import code_version
 from .interrupt import stoppable
+from .store import atomic_file
 from .weights import identity
 
 FORMAT = 2  # bump when what a cache file holds changes
@@ -42,7 +44,7 @@ class Features:
 def cache_dir() -> Path:
     if os.environ.get("TLBENCH_CACHE"):
         return Path(os.environ["TLBENCH_CACHE"]) / "features"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tlbench" / "features"
+    return user_cache() / "features"
 
 
 def key(config: RunConfig, data: Data, fingerprint: str) -> tuple[str, dict]:
@@ -105,13 +107,5 @@ def _read(path: Path, n_train: int, n_val: int):
 
 
 def _write(path: Path, x_train: np.ndarray, x_val: np.ndarray, meta: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, train=x_train, val=x_val, meta=np.array(json.dumps(meta)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path, "wb") as f:  # streamed: a bytes copy of the features would double the peak memory
+        np.savez(f, train=x_train, val=x_val, meta=np.array(json.dumps(meta)))

@@ -3,7 +3,7 @@
 One multiply-add is 2 FLOPs. Only the layers that carry the arithmetic are counted: convolutions
 (any rank, grouped, depthwise, separable, transposed) and Dense. BatchNorm, activations, pooling,
 resizing and additions are elementwise and memory-bound, a few percent of a CNN's FLOPs; they are
-left out, as the usual GMAC figures (reference README §3: InceptionV3 5.7 GMAC at 299 px) leave
+left out, as the usual GMAC figures (InceptionV3: 5.7 GMAC at 299 px, as Keras's and the paper's tables give it) leave
 them out.
 
 Training costs about 3x the forward pass (forward, gradient w.r.t. inputs, gradient w.r.t. weights)

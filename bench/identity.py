@@ -7,8 +7,9 @@ and the record keeps the parts themselves (`key_parts`), so a re-run can say whi
   weights     the exact weights (file SHA-256, or the source name)
   code        tlbench's code on the run path (RUN_PATH): not the plots, tables, report or CLI, whose
               edits change no measurement and must not cost hours of re-measuring
-  versions    Keras, TensorFlow, JAX, jaxlib, torch, numpy; accelerator runtimes (jax CUDA plugins,
-              NVIDIA libraries); Python
+  versions    Keras, numpy, Python, and the run's own backend: TensorFlow, or JAX and jaxlib, or torch, with
+              the accelerator runtimes it loads (jax CUDA plugins, NVIDIA libraries); not the other backends'
+              packages, which the run never imports (a machine with or without jax measures a TensorFlow run alike)
   platform    the Keras backend, the CUDA/cuDNN build, the NVIDIA driver
   env         environment variables that change numerics, kernels or threads (XLA_FLAGS, ...)
   hardware    device, accelerator count, usable CPU cores, and a per-machine id kept in ~/.cache/tlbench
@@ -29,12 +30,15 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 # The modules whose code can change what a run measures: building the data, the model and its
 # weights, training, timing and the record's measured fields. tests/test_identity.py checks that
 # every bench module a run imports is either here or in NOT_MEASURING.
-RUN_PATH = ("backbones.py", "clock.py", "config.py", "datasets.py", "features.py", "finetune.py", "inputs.py",
-            "load.py", "memory.py", "model.py", "modes.py", "numpy_pickle.py", "preprocessing.py", "recipes.py",
-            "runner.py", "torch_pickle.py", "torchvision_weights.py", "weights.py")
+RUN_PATH = ("backbones.py", "clock.py", "config.py", "datasets.py", "features.py", "finetune.py", "flops.py",
+            "gpu.py", "inputs.py", "load.py", "memory.py", "model.py", "modes.py", "numpy_pickle.py",
+            "preprocessing.py", "recipes.py", "runner.py", "torch_pickle.py", "torchvision_file.py",
+            "torchvision_weights.py", "weights.py")
 # Imported on the way to a run, but changing none of its numbers: naming, bookkeeping and errors.
-NOT_MEASURING = ("__init__.py", "__main__.py", "cli.py", "environment.py", "errors.py", "identity.py",
-                 "interrupt.py", "registry.py", "schema.py", "store.py", "suite.py")
+NOT_MEASURING = ("__init__.py", "__main__.py", "cli.py", "console.py", "environment.py", "errors.py", "identity.py",
+                 "interrupt.py", "progress.py", "registry.py", "schema.py", "store.py", "suite.py",
+                 # the suite file, read and expanded into runs (suite.py)
+                 "crosscheck.py", "expand.py", "matrix.py", "overrides.py", "settings.py", "suite_yaml.py")
 
 
 @lru_cache(maxsize=1)
@@ -46,14 +50,25 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
+# The Keras backends. The distributions that only one of them imports start with its name (jaxlib, the
+# jax-cuda12-plugin, tensorflow-metal); the others (keras, numpy, nvidia-* CUDA libraries) any run may load.
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _versions(env: dict) -> dict:
+    """The versions a run of env's backend loads: not pandas or tlbench, nor another backend's packages."""
+    others = tuple(b for b in BACKENDS if b != env.get("keras_backend"))
+    found = {**env.get("versions", {}), **env.get("runtimes", {})}
+    return {k: v for k, v in found.items() if k not in ("pandas", "tlbench") and not k.startswith(others)}
+
+
 def key_parts(config: RunConfig, environment: dict, weights: dict) -> dict:
     env = environment
     return {
         "config": config.digest,
         "weights": weights.get("sha256") or weights.get("source"),
         "code": env.get("code_version"),
-        "versions": {**{k: v for k, v in env.get("versions", {}).items() if k not in ("pandas", "tlbench")},
-                     **env.get("runtimes", {}), "python": env.get("python")},
+        "versions": {**_versions(env), "python": env.get("python")},
         "platform": {"backend": env.get("keras_backend"), "build": env.get("backend_build") or {},
                      "nvidia_driver": env.get("nvidia_driver")},
         "env": env.get("numerics_env", {}),

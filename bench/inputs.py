@@ -14,13 +14,25 @@ its threads down. On the 2-core development machine that was +0.55 s on a 0.7 s 
 about every second epoch. So the training set becomes one endless, prefetching pipeline that lives
 for the whole fit (steps_per_epoch marks the epochs), and validation a pipeline with no thread of
 its own, whose teardown is free. Each epoch is still one pass over a fresh permutation.
+
+How long the training loop waits on this pipeline cannot be read from outside without slowing it: under
+TensorFlow the batch is taken inside the compiled train function, and under JAX a per-batch callback
+would turn off Keras's asynchronous dispatch. So `wait_bound` times the pipeline alone after training:
+one epoch of the run's own training batches (PIPELINE_MEANS says what the number is).
 """
 from __future__ import annotations
 
 import math
+import time
 
 import keras
 import numpy as np
+
+PIPELINE_MEANS = ("seconds to draw one epoch of training batches from the run's own input pipeline, alone, after "
+                  "training (a second pass: the first builds the iterator, as epoch 1 did): the most the training "
+                  "loop can wait on input per epoch, since TensorFlow prefetches on a thread of its own and JAX "
+                  "gathers while the previous step runs, unless the pipeline is slowed by sharing the CPUs with "
+                  "training")
 
 
 def fit_arguments(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, batch_size: int,
@@ -60,3 +72,31 @@ def _tf_batches(x, y, batch_size: int, shuffle: bool, endless: bool):
     if endless:
         batches = batches.prefetch(2)  # the next batch is gathered while this one trains
     return batches.with_options(options)
+
+
+def wait_bound(fit_args: dict, steps: int) -> dict:
+    """The record's `input_pipeline`: PIPELINE_MEANS, for the batches of `fit_args` (fit_arguments' own)."""
+    batches = _training_batches(fit_args)
+    seconds = []
+    for _ in range(2):
+        t = time.perf_counter()
+        for _ in range(steps):
+            next(batches)
+        seconds.append(time.perf_counter() - t)
+    return {"seconds_per_epoch": seconds[1], "first_pass_seconds": seconds[0], "steps": steps,
+            "means": PIPELINE_MEANS}
+
+
+def _training_batches(fit_args: dict):
+    """An endless iterator over the training batches, built as fit builds it under this backend."""
+    if keras.backend.backend() == "tensorflow":
+        return iter(fit_args["x"].repeat())
+    # Keras's own adapter for arrays, the one fit uses (JAX: its jax iterator; others: the NumPy one).
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    def epochs():
+        while True:
+            adapter = ArrayDataAdapter(fit_args["x"], fit_args["y"], batch_size=fit_args["batch_size"], shuffle=True)
+            yield from (adapter.get_jax_iterator() if keras.backend.backend() == "jax"
+                        else adapter.get_numpy_iterator())
+    return epochs()

@@ -2,7 +2,7 @@
 
   recipe: classic | modern | {base: classic | modern, COMPONENT: value, ...}     (a setting, so a matrix axis)
 
-classic is the documents' protocol (reference README §1a): one stage, the suite's optimizer at its learning
+classic is the Udacity transfer-learning lab's protocol: one stage, the suite's optimizer at its learning
 rate for every layer, BatchNorm training while fine-tuning, no schedule, no augmentation, hard labels.
 
 modern changes seven components; each can be switched alone on either base, so an ablation can attribute

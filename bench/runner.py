@@ -7,12 +7,11 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import datasets, interrupt, recipes, store
+from . import console, datasets, interrupt, progress, recipes, store
 from .config import RunConfig
 from .errors import UserError
 from .identity import changes, key_parts, run_key
@@ -25,11 +24,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
-    """Train one run and return its record; a failure is recorded, not raised."""
+def run_one(config: RunConfig, environment: dict, verbose: int = 2, callbacks: tuple = ()) -> dict:
+    """Train one run and return its record; a failure is recorded, not raised. `callbacks` follow the clock
+    in fit, so their epoch hooks run outside the timed spans."""
     import keras
 
-    from . import features, inputs, load
+    from . import features, flops, gpu, inputs, load
     from . import model as model_lib
     from .clock import EpochClock, measurement
     from .memory import Peak
@@ -40,7 +40,7 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
               "environment": environment, "weights": identity(config.weights), "recipe": recipes.describe(config),
               "epochs": []}
     clock = None
-    machine = load.snapshot()
+    machine, gpus = load.snapshot(), gpu.read()
     memory = Peak().start()
     try:
         keras.utils.set_random_seed(config.seed + config.repeat)
@@ -93,16 +93,20 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
                 model_lib.enter_stage(model, config, stage)
                 model_lib.compile(model, config, stage, steps)
             record["params"] = model_lib.parameter_counts(model)  # the last stage's stands for the run
+            record["flops"] = vars(flops.count(model))  # per image; of the head alone on cached features
             record["recipe"]["stages"][stage.number - 1]["trainable_params"] = record["params"]["trainable"]
             clock.stage = stage.number
             with interrupt.stoppable(model):
-                model.fit(initial_epoch=stage.first_epoch - 1, epochs=stage.last_epoch, callbacks=[clock],
-                          verbose=verbose, **fit_args)
+                model.fit(initial_epoch=stage.first_epoch - 1, epochs=stage.last_epoch,
+                          callbacks=[clock, *callbacks], verbose=verbose, **fit_args)
             if clock.diverged:
                 break
         record["status"] = "diverged" if clock.diverged else "ok"
         if clock.diverged:
             record["error"] = "training loss became NaN or infinite"
+        else:  # after the timed epochs, so their seconds stay comparable with records measured without these
+            record["batchnorm_check"] = model_lib.batchnorm_check(model, x_val, data.y_val, config.batch_size)
+            record["input_pipeline"] = inputs.wait_bound(fit_args, steps)
     except Exception as e:  # noqa: BLE001 -- one broken run must not cost the rest of the suite
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}"
@@ -114,50 +118,11 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2) -> dict:
         memory.stop()
         record["memory"] = memory.record()
         record["load"] = load.during(machine, load.snapshot())
+        if gpus:
+            record["gpu"] = gpu.during(gpus, gpu.read())
         record["finished"] = _now()
         keras.backend.clear_session()  # free the model before the next run builds its own
     return record
-
-
-@dataclass
-class Eta:
-    """Remaining time from the seconds per image-epoch of finished runs.
-
-    Runs that train the backbone cost several times a frozen one, so a run is estimated from
-    finished runs of the same trainability; before there are any, from the others scaled by
-    TRAINABLE_COST (about 4x: reference README §3, 5 vs 21 ms and 1.2 vs 5 ms per image on CPU).
-    """
-
-    TRAINABLE_COST = 4.0
-    done: dict[bool, list[float]] = field(default_factory=dict)
-
-    @staticmethod
-    def work(c: RunConfig) -> float:
-        return c.epochs * ((c.train_size or 50000) + (c.val_size or 10000) / 3)
-
-    @staticmethod
-    def trainable(c: RunConfig) -> bool:
-        return MODES.get(c.mode).trainable if c.mode in MODES else True
-
-    def add(self, c: RunConfig, seconds: float) -> None:
-        self.done.setdefault(self.trainable(c), []).append(seconds / self.work(c))
-
-    def rate(self, trainable: bool) -> float:
-        if trainable in self.done:
-            return sum(self.done[trainable]) / len(self.done[trainable])
-        other = self.done[not trainable]
-        return sum(other) / len(other) * (self.TRAINABLE_COST if trainable else 1 / self.TRAINABLE_COST)
-
-    def remaining(self, todo: list[RunConfig]) -> float | None:
-        if not self.done:
-            return None
-        return sum(self.rate(self.trainable(c)) * self.work(c) for c in todo)
-
-
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "ETA after the first run"
-    return f"ETA {seconds / 60:.0f} min" if seconds >= 90 else f"ETA {seconds:.0f} s"
 
 
 def _recorded(folder: Path, config: RunConfig, out: Callable[[str], None], prefix: str) -> dict | None:
@@ -189,57 +154,65 @@ def _decide(existing: dict | None, key: str, parts: dict, force: bool, rerun_fai
 
 
 def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: bool = False,
-              out: Callable[[str], None] = print, verbose: int | None = None) -> list[dict]:
-    """Run every run not already recorded; each record is written the moment its run ends."""
-    from .environment import capture, hardware_label
+              verbose: int | None = None) -> list[dict]:
+    """Run every run not already recorded; each record is written the moment its run ends.
+
+    Progress goes to a rich display on an interactive terminal, plain lines elsewhere (progress.for_terminal);
+    verbose: Keras's fit verbosity, by default the display's."""
     from .weights import identity
 
     folder = Path(folder)
-    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
-    environment = capture()
-    out(f"tlbench: suite '{suite.name}', {len(suite.runs)} runs on {hardware_label(environment)} "
-        f"(Keras {environment['versions'].get('keras')}, backend {environment['keras_backend']}) -> {folder}")
-    eta, finished, running = Eta(), [], None
+    environment = console.capture_environment()
+    track = progress.SuiteProgress(suite.runs, progress.for_terminal(len(suite.runs)))
+    track.say(f"tlbench: suite '{suite.name}', {len(suite.runs)} runs (Keras {environment['versions'].get('keras')}, "
+              f"backend {environment['keras_backend']}) -> {folder}")
+    track.say(console.device_line(environment))
+    for warning in console.device_warnings(environment):
+        print(f"warning: {warning}", file=sys.stderr)
+    verbose = track.verbose if verbose is None else verbose
+    finished, running = [], None
     try:
-        for i, config in enumerate(suite.runs, 1):
-            interrupt.check()
-            prefix = f"run {i}/{len(suite.runs)} {suite.describe(config)}"
-            parts = key_parts(config, environment, identity(config.weights))
-            key = run_key(parts)
-            with store.run_lock(folder, config.run_id) as holder:
-                if holder is not None:
-                    out(f"{prefix}: another runner (pid {holder}) is running it, skipped")
-                    continue
-                # read under the lock: a concurrent runner may have just finished this run
-                existing = _recorded(folder, config, out, prefix)
-                skip, again = _decide(existing, key, parts, force, rerun_failed)
-                if skip:
-                    out(f"{prefix}: {skip} in {store.run_path(folder, config.run_id)}, skipped"
-                        + (" (--rerun-failed to retry)" if existing["status"] != "ok" else " (--force to re-run)"))
-                    continue
-                if again:
-                    out(f"{prefix}: measuring again: {again}")
-                out(f"{prefix} ({_fmt_eta(eta.remaining(suite.runs[i - 1:]))})")
-                t, running = time.perf_counter(), config.run_id
-                record = run_one(config, environment, verbose)
-                record.update(key=key, key_parts=parts, rerun_reason=again or None,
-                              schedule={"position": i, "of": len(suite.runs), "this_invocation": len(finished) + 1,
-                                        "order": "round-robin: every configuration once per repeat"})
-                eta.add(config, time.perf_counter() - t)
-                if existing is not None:
-                    out(f"{prefix}: previous record moved to {store.supersede(folder, existing)}")
-                store.write_run(folder, record)
-                finished.append(record)
-                running = None
-                with store.folder_lock(folder):  # the CSVs keep up with the records, even if a kill comes next
-                    store.rebuild(folder)
-                if record["status"] != "ok":
-                    out(f"{prefix}: {record['status'].upper()}: {record['error']}")
+        with track:
+            for i, config in enumerate(suite.runs, 1):
+                interrupt.check()
+                prefix = f"run {i}/{len(suite.runs)} {suite.describe(config)}"
+                parts = key_parts(config, environment, identity(config.weights))
+                key = run_key(parts)
+                with store.run_lock(folder, config.run_id) as holder:
+                    if holder is not None:
+                        track.skip(i, prefix, f"another runner (pid {holder}) is running it, skipped")
+                        continue
+                    # read under the lock: a concurrent runner may have just finished this run
+                    existing = _recorded(folder, config, track.say, prefix)
+                    skip, again = _decide(existing, key, parts, force, rerun_failed)
+                    if skip:
+                        track.skip(i, prefix, f"{skip} in {store.run_path(folder, config.run_id)}, skipped"
+                                   + (" (--rerun-failed to retry)" if existing["status"] != "ok"
+                                      else " (--force to re-run)"), existing)
+                        continue
+                    if again:
+                        track.say(f"{prefix}: measuring again: {again}")
+                    track.start(i, config, prefix)
+                    t, running = time.perf_counter(), config.run_id
+                    record = run_one(config, environment, verbose, callbacks=(track.callback(),))
+                    seconds = time.perf_counter() - t
+                    record.update(key=key, key_parts=parts, rerun_reason=again or None,
+                                  schedule={"position": i, "of": len(suite.runs), "this_invocation": len(finished) + 1,
+                                            "order": "round-robin: every configuration once per repeat"})
+                    if existing is not None:
+                        track.say(f"{prefix}: previous record moved to {store.supersede(folder, existing)}")
+                    store.write_run(folder, record)
+                    finished.append(record)
+                    running = None
+                    with store.folder_lock(folder):  # the CSVs keep up with the records, even if a kill comes next
+                        store.rebuild(folder)
+                    track.end(config, record, seconds)
     except (KeyboardInterrupt, Interrupted) as e:
         code = e.code if isinstance(e, Interrupted) else 130
-        out(f"interrupted: {len(finished)} run(s) recorded this time in {folder}"
-            + (f"; the run in progress ({running}) was not recorded" if running else ""))
+        track.say(f"interrupted: {len(finished)} run(s) recorded this time in {folder}"
+                  + (f"; the run in progress ({running}) was not recorded" if running else ""))
         raise Interrupted(code) from None
+    track.say(track.summary())
     return finished
 
 

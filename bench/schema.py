@@ -18,7 +18,7 @@ from .config import RunConfig
 from .errors import short
 from .suite import SAFE_NAME
 
-VERSION = 2  # 2: key_parts, load, schedule, cpu_info
+VERSION = 3  # 2: key_parts, load, schedule, cpu_info; 3: batchnorm_check, input_pipeline, gpu, epochs' load and gpu
 
 NONE = type(None)
 NUMBER = (int, float)
@@ -33,7 +33,9 @@ RECORD: Spec = [("run_id", (str,), True), ("status", (str,), True), ("config", (
                 ("suite", (str, NONE), False), ("error", (str, NONE), False), ("started", (str, NONE), False),
                 ("finished", (str, NONE), False), ("key", (str, NONE), False), ("key_parts", (dict, NONE), False),
                 ("build_seconds", (*NUMBER, NONE), False), ("params", (dict, NONE), False),
-                ("memory", (dict, NONE), False), ("load", (dict, NONE), False), ("features", (dict, NONE), False)]
+                ("memory", (dict, NONE), False), ("load", (dict, NONE), False), ("features", (dict, NONE), False),
+                ("flops", (dict, NONE), False), ("data", (dict, NONE), False), ("batchnorm_check", (dict, NONE), False),
+                ("input_pipeline", (dict, NONE), False), ("gpu", (dict, NONE), False)]
 ENVIRONMENT: Spec = [("device", (str,), True), ("accelerator_count", (int, NONE), False),
                      ("cpu_count", (int, NONE), False), ("cpu_info", (dict, NONE), False),
                      ("keras_backend", (str, NONE), False), ("versions", (dict, NONE), False),
@@ -42,16 +44,26 @@ NESTED: dict[str, Spec] = {
     "environment.cpu_info": [("cores", (int, NONE), False)],
     "environment.git": [("commit", (str, NONE), False), ("dirty", (bool, NONE), False)],
     "params": [("trainable", (int, NONE), False), ("non_trainable", (int, NONE), False)],
+    "flops": [("forward", (int, NONE), False), ("train", (int, NONE), False)],
     "memory": [("host_peak_rss_bytes", (*NUMBER, NONE), False), ("accelerator_peak_bytes", (*NUMBER, NONE), False)],
     # load.interference adds steal to others' share: a null steal would not add
-    "load": [("others_fraction", (*NUMBER, NONE), False), ("steal_fraction", NUMBER, False)],
+    "load": [("others_fraction", (*NUMBER, NONE), False), ("steal_fraction", NUMBER, False),
+             ("loadavg_start", (list, NONE), False), ("loadavg_end", (list, NONE), False),
+             ("busy_processes", (list, NONE), False)],
     "features": [("extract_seconds", (*NUMBER, NONE), False)],
+    "data": [("classes", (int, NONE), False), ("train_images", (int, NONE), False), ("val_images", (int, NONE), False)],
+    "batchnorm_check": [("images", (int,), True), ("moving_accuracy", NUMBER, True), ("batch_accuracy", NUMBER, True)],
+    "input_pipeline": [("seconds_per_epoch", NUMBER, True)],
+    "gpu": [("start", (list,), False), ("end", (list,), False), ("throttled_seconds", (list,), False)],
 }
 EPOCH: Spec = [("epoch", (int,), True), ("phase", (str,), True), ("epoch_seconds", NUMBER, True),
                ("train_seconds", NUMBER, True), ("train_images", (int,), True),
                ("val_accuracy", (*NUMBER, NONE), True), ("loss", (*NUMBER, NONE), False),
                ("accuracy", (*NUMBER, NONE), False), ("val_loss", (*NUMBER, NONE), False),
-               ("val_seconds", NUMBER, False), ("images_per_second", (*NUMBER, NONE), False)]
+               ("val_seconds", NUMBER, False), ("images_per_second", (*NUMBER, NONE), False),
+               ("stage", (int,), False), ("load", (dict, NONE), False), ("gpu", (list, NONE), False)]
+EPOCH_LOAD: Spec = [("loadavg_1min", (*NUMBER, NONE), False), ("others_fraction", NUMBER, False),
+                    ("steal_fraction", NUMBER, False)]
 
 # What a measurement can be at all; beyond it a value is damage, and a figure's axis would be sized by it.
 # NaN passes: the readers leave non-finite samples out.
@@ -139,6 +151,8 @@ def problems(record) -> list[str]:
             out.append(f"{where} is {kind(epoch)}, expected a mapping")
             continue
         _check(f"{where}.", epoch, EPOCH, out)
+        if isinstance(epoch.get("load"), dict):
+            _check(f"{where}.load.", epoch["load"], EPOCH_LOAD, out)
         for name, (low, high) in BOUNDS.items():
             value = epoch.get(name)
             if _fits(value, NUMBER) and (value < low or (high is not None and value > high)):

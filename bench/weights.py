@@ -13,6 +13,7 @@ backbone differ only in initialisation and trainability.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +35,9 @@ class WeightsSource:
     # (backbone, input_size) -> keras.Model with these weights; None for keras's built-in download.
     build_pretrained: Callable | None = None
     describe: str = ""
+    # (backbone, input_size) -> None when a pretrained run finds these weights on this machine, else a note of
+    # the download it needs; raises UserError when no run could get them. Looks for files, reads none.
+    available: Callable[[Backbone, int], str | None] = lambda backbone, input_size: None
 
 
 def _torchvision_mobilenet_v2(backbone: Backbone, input_size: int):
@@ -45,8 +49,44 @@ def _torchvision_mobilenet_v2(backbone: Backbone, input_size: int):
     return model
 
 
+def _torchvision_file(backbone: Backbone, input_size: int) -> None:
+    from .torchvision_file import find
+
+    try:
+        find()
+    except FileNotFoundError as e:  # no download: the file is here or no run can have it
+        raise UserError(str(e)) from None
+
+
+# The file keras.applications downloads for a backbone's ImageNet weights without the classifier. MobileNetV2's
+# name carries its width and input size, one of those it was trained at (224 stands in for any other).
+KERAS_IMAGENET_FILES = {
+    "inception_v3": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "vgg19": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
+    "mobilenet_v2_035": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_{size}_no_top.h5",
+    "efficientnet_b0": "efficientnetb0_notop.h5",
+}
+MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)
+
+
+def _keras_cached(backbone: Backbone, input_size: int) -> str | None:
+    """Keras keeps downloads in $KERAS_HOME/models (else ~/.keras/models), or under /tmp/.keras where that
+    is not writable (keras.utils.get_file)."""
+    name = KERAS_IMAGENET_FILES.get(backbone.name, "").format(
+        size=input_size if input_size in MOBILENET_V2_SIZES else 224)
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    if name and any((d / "models" / name).is_file() for d in (home, Path("/tmp/.keras"))):
+        return None
+    return (f"weights 'imagenet' for {backbone.name}: {name or 'the file'} is not in Keras's cache "
+            f"({home / 'models'}): the first run downloads it, which needs internet (this check did not try it)")
+
+
 WEIGHTS: Registry[WeightsSource] = Registry("weights source")
-WEIGHTS.register("imagenet", WeightsSource("imagenet", None, describe="Keras ImageNet weights (download)"))
+WEIGHTS.register("imagenet", WeightsSource("imagenet", None, describe="Keras ImageNet weights (download)",
+                                           available=_keras_cached))
 WEIGHTS.register("none", WeightsSource("none", None, describe="random initialisation"))
 # torch.nn.BatchNorm2d's defaults (eps 1e-5, momentum 0.1 = Keras momentum 0.9): the network these
 # weights were trained as. Keras's MobileNetV2 uses 1e-3 and 0.999; with 0.999 the moving statistics
@@ -54,7 +94,7 @@ WEIGHTS.register("none", WeightsSource("none", None, describe="random initialisa
 WEIGHTS.register("torchvision", WeightsSource(
     "torchvision", ("mobilenet_v2",), preprocessing="torch", batchnorm_epsilon=1e-5, batchnorm_momentum=0.9,
     padding="symmetric", build_pretrained=_torchvision_mobilenet_v2,
-    describe="torchvision's ImageNet MobileNetV2 (mobilenet_v2-b0353104.pth), imported"))
+    describe="torchvision's ImageNet MobileNetV2 (mobilenet_v2-b0353104.pth), imported", available=_torchvision_file))
 
 
 def is_file_source(name: str) -> bool:
@@ -110,10 +150,11 @@ def identity(weights: str) -> dict:
     if is_file_source(weights):
         path = Path(weights)
     elif weights == "torchvision":
-        from .torchvision_weights import find_mobilenet_v2_file
+        from .torchvision_file import find  # not torchvision_weights: that imports Keras, and a run that has
+        # nothing to do decides so before any framework is imported
 
         try:
-            path = find_mobilenet_v2_file()
+            path = find()
         except FileNotFoundError:
             path = None
     out = {"source": weights, "describe": source(weights).describe}

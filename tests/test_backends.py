@@ -70,7 +70,7 @@ def test_jax_runs_end_to_end_where_tensorflow_cannot_be_imported(tmp_path):
         assert r["status"] == "ok" and r["config"]["backend"] == "jax"
         assert r["environment"]["keras_backend"] == "jax" and "jax" in r["environment"]["versions"]
         assert [e["epoch"] for e in r["epochs"]] == [1, 2] and 0 <= r["epochs"][1]["val_accuracy"] <= 1
-    assert "| Frozen weights |" in (tmp_path / "r" / "b" / "table.md").read_text()
+    assert "| Frozen weights · random init |" in (tmp_path / "r" / "b" / "table.md").read_text()
 
 
 def test_one_command_runs_both_backends_each_in_its_own_process(tmp_path):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from bench import tables
-from conftest import ROOT, tlbench
+from conftest import ROOT, tlbench, unmarked
 
 TINY = """\
 name: tiny
@@ -44,7 +44,7 @@ def test_run_exits_0_and_shows_progress_with_eta(tiny_run):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "run 1/3 mobilenet_v2_035 · patterns · frozen (ETA after the first run)" in p.stdout
     assert "run 3/3 mobilenet_v2_035 · patterns · scratch (ETA " in p.stdout
-    assert "| Frozen weights |" in p.stdout  # the table is printed at the end
+    assert "| Frozen weights · random init |" in p.stdout  # the table is printed at the end
 
 
 def test_records_hold_epochs_timings_and_provenance(tiny_run):
@@ -69,6 +69,11 @@ def test_records_hold_epochs_timings_and_provenance(tiny_run):
     # the head alone trains when frozen: GAP(1280) -> Dense 32 -> Dense 4
     assert recs["frozen"]["params"]["trainable"] == 1280 * 32 + 32 + 32 * 4 + 4
     assert recs["unfrozen"]["params"]["trainable"] > 300_000
+    # FLOPs per image (flops.py): everything trains unfrozen (3x the forward pass), only the head when frozen
+    assert recs["unfrozen"]["flops"]["train"] == 3 * recs["unfrozen"]["flops"]["forward"] > 0
+    assert recs["frozen"]["flops"]["forward"] == recs["unfrozen"]["flops"]["forward"]
+    head = 2 * (1280 * 32 + 32 * 4)  # multiply-adds of the two Dense layers, 2 FLOPs each
+    assert recs["frozen"]["flops"]["train"] == recs["frozen"]["flops"]["forward"] + 2 * head
     # the training loss goes down: the model learns something
     assert recs["scratch"]["epochs"][1]["loss"] < recs["scratch"]["epochs"][0]["loss"]
 
@@ -80,9 +85,9 @@ def test_epochs_csv_and_table_cells_equal_the_records(tiny_run):
     assert len(ep) == 6
     row = ep[(ep["mode"] == "unfrozen") & (ep.epoch == 2)].iloc[0]
     assert row.val_accuracy == pytest.approx(recs["unfrozen"]["epochs"][1]["val_accuracy"])
-    table = (folder / "table.md").read_text()
+    table = unmarked((folder / "table.md").read_text())
     frozen = recs["frozen"]["epochs"]
-    assert (f"| Frozen weights | {tables.pct(frozen[0]['val_accuracy'])} n=1 | {tables.pct(frozen[1]['val_accuracy'])} n=1 "
+    assert (f"| Frozen weights · random init | {tables.pct(frozen[0]['val_accuracy'])} n=1 | {tables.pct(frozen[1]['val_accuracy'])} n=1 "
             f"| {tables.secs(frozen[1]['epoch_seconds'])} n=1 | {tables.secs(frozen[0]['epoch_seconds'])} n=1 |") in table
     assert (folder / "suite.yaml").read_text() == TINY
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from bench import cli, schema, suite
 from conftest import ROOT, tlbench
 
-PUBLISHED = ROOT / "results" / "offline-default"
+PUBLISHED = ROOT / "results" / "published" / "offline-default"
 RUN_IDS = ["mobilenet_v2-fashion_mnist-frozen-r0-fea622cf7a", "mobilenet_v2-fashion_mnist-scratch-r0-46b1cfe1a2",
            "mobilenet_v2-fashion_mnist-unfrozen-r0-7c7dd57328"]
 VICTIM = RUN_IDS[2]
@@ -137,7 +137,7 @@ def test_a_baseline_is_saved_without_the_corrupt_records(folders, tmp_path, caps
     bad = _new(current, "copy.json", lambda p: shutil.copy2(current / "runs" / f"{VICTIM}.json", p))
     code, out, err = _main(capsys, "baseline", "save", current, "--root", tmp_path / "baselines")
     assert code == 2 and f"left out corrupt record '{bad}'" in err and "without the 1 corrupt record(s)" in out
-    (saved,) = (tmp_path / "baselines").glob("*/offline-default/runs")
+    (saved,) = (tmp_path / "baselines").glob("*/offline-default/0001_*/runs")
     assert sorted(p.stem for p in saved.glob("*.json")) == RUN_IDS
 
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from bench import identity
+from bench import environment, identity
 from bench.config import RunConfig
 from conftest import ROOT
 
@@ -31,23 +31,36 @@ def test_every_bench_module_is_on_the_run_path_or_said_not_to_measure():
     assert {"plots.py", "report.py", "compare.py", "tables.py"} <= files - classified
 
 
-def test_a_run_imports_only_classified_modules(tmp_path):
-    """The module list is checked against a real run, so a new import on the run path cannot slip past."""
-    (tmp_path / "tiny.yaml").write_text(TINY)
+def _run_in_process(tmp_path) -> tuple[int, list[str], str]:
+    """`tlbench run` of TINY in a fresh interpreter: (exit code, the modules it imported, its output)."""
     script = textwrap.dedent(f"""
         import json, sys
         from bench import cli
         code = cli.main(["run", {str(tmp_path / "tiny.yaml")!r}, "--results", {str(tmp_path / "r")!r},
                          "--records-only", "--quiet"])
-        print(json.dumps([code, sorted(m for m in sys.modules if m.startswith("bench."))]))
+        print(json.dumps([code, sorted(sys.modules)]))
         """)
     p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    code, modules = json.loads(p.stdout.strip().splitlines()[-1])
-    assert code == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    imported = {m.split(".")[1] + ".py" for m in modules}
-    assert "runner.py" in imported and "clock.py" in imported
+    *said, last = p.stdout.strip().splitlines()
+    code, modules = json.loads(last)
+    return code, modules, "\n".join(said)[-2000:] + p.stderr[-2000:]
+
+
+def test_a_run_imports_only_classified_modules_and_a_recorded_one_no_backend(tmp_path):
+    """The module list is checked against a real run, so a new import on the run path cannot slip past. Run
+    again, the recorded run's key is worked out without TensorFlow: the same key, or it would be measured again."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    code, modules, output = _run_in_process(tmp_path)
+    assert code == 0, output
+    imported = {m.split(".")[1] + ".py" for m in modules if m.startswith("bench.")}
+    assert "runner.py" in imported and "clock.py" in imported and "tensorflow" in modules
     assert imported <= set(identity.RUN_PATH) | set(identity.NOT_MEASURING), \
         imported - set(identity.RUN_PATH) - set(identity.NOT_MEASURING)
+
+    code, modules, output = _run_in_process(tmp_path)
+    assert code == 0 and "frozen: already recorded (ok) in " in output, output
+    assert "all 1 runs are recorded for this machine and software, nothing to train" in output
+    assert not {"tensorflow", "keras", "jax", "bench.clock"} & set(modules)
 
 
 def _env(**changes) -> dict:
@@ -87,6 +100,41 @@ def test_what_changes_no_measurement_keeps_the_key():
     before = identity.key_parts(CONFIG, _env(), {"source": "none"})
     after = identity.key_parts(CONFIG, _env(versions={"pandas": "3"}, hostname="elsewhere"), {"source": "none"})
     assert identity.run_key(before) == identity.run_key(after)
+
+
+@pytest.mark.parametrize("backend, others, own", [
+    ("tensorflow", {"versions": {"jax": "0.9", "jaxlib": "0.9", "torch": "2.5"},
+                    "runtimes": {"jax-cuda12-plugin": "1"}},
+     {"versions": {"tensorflow": "2.22"}, "runtimes": {"tensorflow-metal": "1.2"}}),
+    ("jax", {"versions": {"tensorflow": "2.22", "torch": "2.5"}, "runtimes": {"tensorflow-metal": "1.2"}},
+     {"versions": {"jaxlib": "0.10.3"}, "runtimes": {"jax-cuda12-plugin": "0.10.2"}}),
+])
+def test_the_key_holds_the_versions_of_the_runs_own_backend_only(backend, others, own):
+    """Installing or upgrading another backend's packages re-measures nothing; the run's own still does."""
+    parts = identity.key_parts(CONFIG, _env(keras_backend=backend), {"source": "none"})
+    assert parts == identity.key_parts(CONFIG, _env(keras_backend=backend, **others), {"source": "none"})
+    for k, v in own.items():
+        changed = identity.key_parts(CONFIG, _env(keras_backend=backend, **{k: v}), {"source": "none"})
+        (name, version), = v.items()
+        assert identity.changes(parts, changed) == [f"versions.{name}: unset -> {version}"]
+    shared = identity.key_parts(CONFIG, _env(keras_backend=backend, runtimes={"nvidia-cudnn-cu12": "9.1"}),
+                                {"source": "none"})
+    assert identity.changes(parts, shared) == ["versions.nvidia-cudnn-cu12: unset -> 9.1"]
+    assert set(parts["versions"]) == {"keras", "python"} | ({"jax"} if backend == "jax" else set())
+
+
+def test_a_recorded_backend_answer_stands_only_on_the_same_machine_and_gpus():
+    here = {"machine_id": "m", "keras_backend": "tensorflow", "nvidia_gpus": [], "platform": "Linux-x86_64",
+            "cpu": "AMD EPYC"}
+    recorded = {**here, "cpu": "another CPU", "device": "CPU: another CPU", "accelerators": [],
+                "backend_build": {"cuda_version": "12.5.1"}}
+    env = environment.as_recorded(here, recorded)
+    # the device is this machine's CPU, whatever the record says; the build is the record's
+    assert env == {**here, "device": "CPU: AMD EPYC", "accelerators": [], "accelerator_count": 0,
+                   "backend_build": {"cuda_version": "12.5.1"}}
+    gpu = {"name": "NVIDIA H100", "memory_gib": 80.0, "driver": "560.35.03"}
+    assert environment.as_recorded({**here, "nvidia_gpus": [gpu]}, recorded) is None
+    assert environment.as_recorded({**here, "machine_id": "other"}, recorded) is None
 
 
 def _copy_of_bench(tmp_path):

@@ -191,7 +191,7 @@ def test_an_unreadable_cache_file_is_recomputed_and_replaced(runs, tmp_path):
 def test_tables_never_confuse_cached_with_frozen():
     assert tables.mode_label("frozen-cached") == "Frozen, cached features"
     assert tables.mode_label("frozen") == "Frozen weights"
-    assert sorted(["scratch", "frozen-cached", "unfrozen", "frozen"], key=lambda m: tables._order(m, None, None)) == [
+    assert sorted(["scratch", "frozen-cached", "unfrozen", "frozen"], key=lambda m: tables.mode_order({"mode": m})) == [
         "frozen", "frozen-cached", "unfrozen", "scratch"]
 
 
@@ -271,7 +271,7 @@ def test_flops_of_a_hand_computed_model():
 
 @pytest.mark.parametrize("size, gmac", [(299, 5.7), (139, 1.00)])
 def test_flops_of_inception_v3_match_the_published_figures(size, gmac):
-    """Reference README §3: 5.7 GMAC per image at 299 px, 1.00 GMAC at 139 px."""
+    """The published figures: 5.7 GMAC per image at 299 px, 1.00 GMAC at 139 px."""
     c = flops.count(BACKBONES.get("inception_v3").build(size, weights=None))
     assert c.forward / 2 / 1e9 == pytest.approx(gmac, rel=0.02)
     keras.backend.clear_session()

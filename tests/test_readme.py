@@ -12,7 +12,7 @@ def _between(name: str) -> str:
 
 
 def test_published_table_is_the_table_of_the_committed_records():
-    records = store.read_runs(ROOT / "results" / "offline-default")
+    records = store.read_runs(ROOT / "results" / "published" / "offline-default")
     table, epochs = tables.summarise(records)
     assert tables.markdown(table, epochs).strip() in _between("table:offline-default")
     # three repeats of each mode, every cell with its spread and n
@@ -39,7 +39,7 @@ def test_published_four_cases_studies_are_the_committed_records():
     text = _between("study:four-cases")
     for name, sizes, runs in (("four-cases", [250, 1000, 4000, 8000], 48),
                               ("four-cases-mnist", [125, 250, 1000, 4000], 36)):
-        records = store.read_runs(ROOT / "results" / name)
+        records = store.read_runs(ROOT / "results" / "published" / name)
         (found,) = study.find(records)
         assert found.sizes == sizes and len(found.lines) == 5
         assert all(r["status"] == "ok" and r["environment"]["git"]["dirty"] is False for r in records)
@@ -48,14 +48,14 @@ def test_published_four_cases_studies_are_the_committed_records():
         for x in study.crossovers(found):
             assert study.sentence(x) in text
         for f in ("study.md", "figures/study_accuracy_vs_size.png", "figures/study_accuracy_vs_time.png"):
-            assert (ROOT / "results" / name / f).is_file()
+            assert (ROOT / "results" / "published" / name / f).is_file()
 
 
 def test_published_recipe_comparison_is_the_committed_records():
     from bench import ablation
 
     text = _between("recipes")
-    records = store.read_runs(ROOT / "results" / "recipes")
+    records = store.read_runs(ROOT / "results" / "published" / "recipes")
     assert len(records) == 32 and all(r["status"] == "ok" and r["environment"]["git"]["dirty"] is False
                                       for r in records)
     families = ablation.find(records)
@@ -68,4 +68,4 @@ def test_published_recipe_comparison_is_the_committed_records():
     # every record says its recipe and each epoch its stage
     assert all(r["recipe"]["name"] and all("stage" in e for e in r["epochs"]) for r in records)
     for f in ("recipes.md", "recipes.csv", "table.md", "figures/recipes_ablation.png", "report.md"):
-        assert (ROOT / "results" / "recipes" / f).is_file()
+        assert (ROOT / "results" / "published" / "recipes" / f).is_file()

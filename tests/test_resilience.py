@@ -1,6 +1,8 @@
 """Crashes, interrupts, failures and concurrent runners never cost or duplicate a finished run."""
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -83,18 +85,26 @@ def test_sigkill_mid_suite_then_resume_runs_each_run_exactly_once(tmp_path):
     assert not (folder / "superseded").exists()
 
 
-def test_sigterm_stops_records_what_finished_and_says_how_to_resume(tmp_path):
+def test_sigterm_stops_records_what_finished_and_the_printed_command_resumes_it(tmp_path):
     path, results, folder = _suite(tmp_path)
-    proc = _start(path, results)
+    proc = _start(path, results, "--set", "epochs=1")
     _wait_for_records(folder, 1, proc)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out[-2000:]
-    assert "interrupted:" in out and f"resume with: tlbench run {path} --results {results}" in out
+    assert "interrupted:" in out
     _clean(out)  # it stops at a safe point: no exception lands inside Keras or an import
     recs = _records(folder)
     assert 1 <= len(recs) < 3 and all(r["status"] == "ok" for r in recs)
-    assert _csv_rows(folder) == (len(recs), 2 * len(recs))
+    assert _csv_rows(folder) == (len(recs), len(recs))
+
+    # The hint, run as printed, resumes the same --set suite: the finished runs are skipped, not redone.
+    hint = re.search(r"resume with: tlbench (.+?)  \(recorded runs are skipped\)", out).group(1)
+    p = tlbench(*shlex.split(hint))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert p.stdout.count("already recorded (ok)") == len(recs)
+    assert sorted(r["config"]["mode"] for r in _records(folder)) == ["frozen", "scratch", "unfrozen"]
+    assert {r["config"]["epochs"] for r in _records(folder)} == {1}
 
 
 @pytest.mark.parametrize("signum, delay", [(signal.SIGINT, 0.5), (signal.SIGTERM, 3.0)])
@@ -199,7 +209,7 @@ def test_a_failing_run_is_recorded_and_the_suite_goes_on(tmp_path):
     assert recs["patterns"]["status"] == "ok"
     assert recs["broken"]["status"] == "failed" and "cannot read image" in recs["broken"]["error"]
     assert "failed: mobilenet_v2_035-broken-frozen" in p.stderr
-    assert "| Frozen weights | failed | failed |" in (folder / "table.md").read_text()
+    assert "| Frozen weights · random init | failed | failed |" in (folder / "table.md").read_text()
 
 
 def test_nan_loss_marks_the_run_diverged(tmp_path):

@@ -172,7 +172,7 @@ def test_figures_show_the_medians_and_mark_the_crossover(tmp_path, records):
 
 
 def cases_table(md: str) -> list[list[str]]:
-    return md_rows(md.split("The documents' four cases beside the measurement", 1)[1], "Case")
+    return md_rows(md.split("The Udacity lesson's four cases beside the measurement", 1)[1], "Case")
 
 
 @pytest.mark.parametrize("dataset, verdicts", [
@@ -187,6 +187,17 @@ def test_the_four_cases_where_the_data_covers_them(tmp_path, dataset, verdicts):
     assert [row[2].startswith(f"not covered: needs {needs}") for row in cases] == [v == "—" for v in verdicts]
     small = next(row for row in cases if "small" in row[0] and row[-1] != "**—**")
     assert f"yes: {dataset} is " in small[2] and "250 images, the smallest size" in small[2]
+
+
+def test_the_four_cases_name_their_sources_as_a_reader_can_find_them(records):
+    md = study.markdown(study.find(records))
+    part = md.split("The Udacity lesson's four cases beside the measurement", 1)[1]
+    assert part.count("| Case | The Udacity lesson prescribes | Covered by this study | Measured | Verdict |") == 1
+    assert ("Source: The transfer-learning lesson of Udacity's Self-Driving Car Nanodegree (\"SDC Lesson 11: "
+            "Transfer Learning\", 2017-12-28)") in part
+    assert "The Udacity lesson's scale: \"A large data set might have one million images." in part
+    for private in ("seed", "Seed", "README", "§", "documents"):
+        assert private not in md, private
 
 
 def test_report_has_the_study_section(tmp_path, monkeypatch):
@@ -204,7 +215,7 @@ def test_report_has_the_study_section(tmp_path, monkeypatch):
         assert f"](figures/{name}.png)" in part and tmp_path / "figures" / f"{name}.png" in paths
     page = (tmp_path / "report.html").read_text()
     assert "<h2>Training-set size study</h2>" in page
-    assert "<h3>The documents' four cases beside the measurement</h3>" in page
+    assert "<h3>The Udacity lesson's four cases beside the measurement</h3>" in page
     assert len(re.findall(r'src="data:image/png', page)) == 2
 
 
