@@ -297,9 +297,19 @@ def test_the_diagnostics_section_lists_each_configuration_and_the_table_carries_
     assert "<li>Unfrozen weights: none</li>" in page and "<ol>\n<li>compile-dominated (note):" in page
 
 
-def test_the_published_clean_records_say_none_plainly():
-    folder = ROOT / "results" / "published" / "offline-default"
-    md = report.markdown(store.scan(folder), [], folder)
+def test_clean_records_say_none_plainly(tmp_path):
+    """The published records this session's replaced (in superseded/), as a results folder of their own."""
+    published = ROOT / "results" / "published" / "offline-default"
+    (tmp_path / "runs").mkdir()
+    for p in published.glob("superseded/*.json"):
+        shutil.copy(p, tmp_path / "runs" / f"{json.loads(p.read_text())['run_id']}.json")
+    md = report.markdown(store.scan(tmp_path), [], tmp_path)
     assert section(md, "Diagnostics").strip() == ("None: no run, and no configuration over its repeats, has a "
                                                   "diagnostic.")
     assert "⁽" not in md
+
+
+def test_the_published_report_names_its_one_finding():
+    folder = ROOT / "results" / "published" / "offline-default"
+    diagnostics = section(report.markdown(store.scan(folder), [], folder), "Diagnostics")
+    assert diagnostics.count("noisy-timing") == 1 and "mobilenet_v2-fashion_mnist-scratch-r2-6152a1ccee" in diagnostics

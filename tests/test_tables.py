@@ -266,8 +266,17 @@ def test_a_diagnostic_marks_exactly_the_cells_it_concerns_and_is_explained_under
     assert (t.loc["frozen", "diagnostics"], t.loc["scratch", "diagnostics"]) == ("compile-dominated", "too-few-samples")
 
 
-def test_the_published_clean_records_table_has_no_mark_nor_footnote():
-    records = store.read_runs(ROOT / "results" / "published" / "offline-default")
+def test_clean_records_table_has_no_mark_nor_footnote():
+    """The published records this session's replaced (in superseded/): no diagnostic, so no mark."""
+    folder = ROOT / "results" / "published" / "offline-default" / "superseded"
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     text, table = tables.render(records)
     assert text == tables.markdown(table) and "⁽" not in text and "Diagnostics" not in text
     assert set(table.diagnostics) == {""}
+
+
+def test_the_published_table_marks_its_one_noisy_cell():
+    text, table = tables.render(store.read_runs(ROOT / "results" / "published" / "offline-default"))
+    assert text.count("⁽¹⁾") == 1 and "⁽²⁾" not in text  # on the one cell; the note below is "1."
+    assert "| 44.9 s [42.4–45.7] n=12⁽¹⁾ |" in text and "\n1. noisy-timing (warning): " in text
+    assert list(table.diagnostics) == ["", "", "noisy-timing"]
