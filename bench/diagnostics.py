@@ -73,8 +73,8 @@ def _number(value) -> float | None:
     return float(value)
 
 
-def _images(record: dict, which: str) -> int | None:
-    """Images the accuracy was measured on: the record's data, else the configured size."""
+def images(record: dict, which: str) -> int | None:
+    """Images of the "train" or "val" split a run used: the record's data, else the configured size (None: all)."""
     return (record.get("data") or {}).get(f"{which}_images") or record["config"].get(f"{which}_size")
 
 
@@ -120,7 +120,7 @@ def diverged(record: dict) -> list[Diagnostic]:
 
 def did_not_learn(record: dict) -> list[Diagnostic]:
     """Validation accuracy within its binomial noise of 1 / classes (a balanced validation set's chance)."""
-    classes, n = (record.get("data") or {}).get("classes"), _images(record, "val")
+    classes, n = (record.get("data") or {}).get("classes"), images(record, "val")
     rows = [e for e in record["epochs"] if _number(e.get("val_accuracy")) is not None]
     if not classes or not n or not rows:
         return []
@@ -131,7 +131,7 @@ def did_not_learn(record: dict) -> list[Diagnostic]:
     if last["epoch"] not in at_chance:
         return []
     train = _number(last.get("accuracy"))
-    train_n = _images(record, "train")
+    train_n = images(record, "train")
     learnt = train is not None and bool(train_n) and train > chance + _margin(chance, train_n)
     why = (f"training reached {_pct(train)}, so what it learnt does not carry over to validation" if learnt
            else "training did not leave chance either")
@@ -198,7 +198,7 @@ def overfitting(record: dict) -> list[Diagnostic]:
     """The train - validation gap grew while validation, having risen to its best, fell for OVERFIT_PAST epochs
     beyond its noise. Epoch 1 is left out of the gap: its training accuracy is a running mean over an epoch of
     fast learning, below what the model scores at its end."""
-    n = _images(record, "val")
+    n = images(record, "val")
     rows = [e for e in record["epochs"] if _number(e.get("accuracy")) is not None
             and _number(e.get("val_accuracy")) is not None]
     if not n or len(rows) < OVERFIT_PAST + 2:

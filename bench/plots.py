@@ -96,12 +96,6 @@ def environment_line(records: list[dict]) -> str:
             f" · runs of {e['date']}")
 
 
-def _images(record: dict) -> tuple[int | None, int | None]:
-    """(training, validation) images: as loaded (the record's data), else as configured (None: the whole split)."""
-    data, cfg = record.get("data") or {}, record["config"]
-    return data.get("train_images", cfg.get("train_size")), data.get("val_images", cfg.get("val_size"))
-
-
 def _counts(values) -> str:
     """'250, 1,000' or 'all': the distinct counts in increasing order."""
     return ", ".join("all" if v is None else f"{v:,}" for v in sorted(set(values), key=lambda v: (v is None, v or 0)))
@@ -111,7 +105,8 @@ def setup_line(sets: ResultSets) -> str:
     """'1,000 training / 500 validation images · batch 32 · CPU: AMD EPYC, 2 cores': what the times depend
     on, with each result set's hardware when there are several (' · ' parts: where a long line may break)."""
     records = [r for _, recs in sets for r in recs]
-    train, val = zip(*map(_images, records))
+    train = [diagnostics.images(r, "train") for r in records]
+    val = [diagnostics.images(r, "val") for r in records]
     hardware = [(f"{label}: " if len(sets) > 1 else "") + environment(recs)["hardware"].replace(" · ", ", ")
                 for label, recs in sets]
     return " · ".join([f"{_counts(train)} training / {_counts(val)} validation images",
