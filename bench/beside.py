@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import stats
-from .config import match_key
+from .compare import by_config
 from .environment import hardware_label
 from .errors import UserError
 from .store import Results, scan
@@ -30,11 +30,7 @@ COLUMNS = ["configuration", "metric", "published", "yours", "change", "interval"
 def _side(found: Results) -> dict[str, list[dict]]:
     if not found.records:
         raise UserError(f"'{found.folder}' holds no finished runs to set beside the other side")
-    out: dict[str, list[dict]] = {}
-    for r in found.records:
-        if r.get("status") == "ok":
-            out.setdefault(match_key(r), []).append(r)
-    return out
+    return by_config([r for r in found.records if r.get("status") == "ok"])
 
 
 def machine(records: list[dict]) -> str:

@@ -341,7 +341,8 @@ def _unmatched(side: str, key: str, other: set[str], configs: dict, labels: dict
     return f"only in {side}: {labels[key]} ({' '.join(r['run_id'] for r in runs[key])}){why}"
 
 
-def _by_key(records: list[dict]) -> dict[str, list[dict]]:
+def by_config(records: list[dict]) -> dict[str, list[dict]]:
+    """The records grouped by configuration (config.match_key): a configuration's repeats together."""
     out: dict[str, list[dict]] = {}
     for r in records:
         out.setdefault(match_key(r), []).append(r)
@@ -374,7 +375,7 @@ def compare(baseline: Path, current: Path, flags: dict, epochs: list[int] | None
                         "and CPU core count; pass --force-different-hardware to compare anyway"
                         + "".join(f"\n  (also: {line})" for line in noted))
 
-    b_runs, c_runs = _by_key(base_recs), _by_key(cur_recs)
+    b_runs, c_runs = by_config(base_recs), by_config(cur_recs)
     configs = {k: recs[0]["config"] for k, recs in {**b_runs, **c_runs}.items()}
     labels = _labels(configs)
     matched = sorted(set(b_runs) & set(c_runs), key=labels.get)
