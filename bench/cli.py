@@ -36,9 +36,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from . import recipes
+    from . import recipes, shard
 
-    s = _load_suite(args)
+    s = shard.apply(args, _load_suite(args))
     for i, r in enumerate(s.runs, 1):
         size = f"{r.train_size or 'all'}/{r.val_size or 'all'}"
         depth = "".join(f"  {k} {getattr(r, k)}" for k in ("cut", "unfreeze", "batchnorm") if getattr(r, k))
@@ -79,17 +79,29 @@ def cmd_run(args) -> int:
 
     from .environment import process_backend
     from .runner import run_in_child, run_suite
+    from .shard import apply
     from .store import StorageError, atomic_write, folder_lock, read_record, rebuild, run_path
 
-    s = _load_suite(args)
+    whole = _load_suite(args)
+    s = apply(args, whole)
+    if not s.runs:  # a shard of more shards than runs: its share is nothing
+        return EXIT_OK
     folder = _results_folder(args.results, s.name)
     resume = f"resume with: {shlex.join(['tlbench', *args.argv])}  (recorded runs are skipped)"
     try:
-        for line in _foreign_records(folder, s, Path(args.suite).read_text()):
+        for line in _foreign_records(folder, whole, Path(args.suite).read_text()):
             print(f"warning: {line}", file=sys.stderr)
         atomic_write(folder / "suite.yaml", Path(args.suite).read_text())
         here = process_backend()
         backends = [args.backend] if args.backend else list(dict.fromkeys(r.backend for r in s.runs))
+        if args.executor == "ray":  # every backend's runs at once: each Ray task sets its own KERAS_BACKEND
+            from .ray_executor import run_suite as run_on_ray
+
+            run_on_ray(replace(s, runs=[r for r in s.runs if r.backend in backends]), folder, args.address,
+                       force=args.force, rerun_failed=args.rerun_failed)
+            backends = []
+        elif args.address:
+            raise UserError("--address is the Ray cluster's: give it with --executor ray")
         for backend in backends:
             runs = [r for r in s.runs if r.backend == backend]
             if backend == here:
@@ -137,10 +149,8 @@ def _all_recorded(s, folder: Path, args) -> bool:
     importing the backend: its answer (devices, build) is taken from the records (environment.as_recorded),
     so that a run with nothing to train does not spend tens of seconds starting TensorFlow. Says so per run."""
     from .environment import as_recorded, host
-    from .identity import key_parts, run_key
-    from .runner import _decide
+    from .runner import decide
     from .store import CorruptRecord, read_record, run_path
-    from .weights import identity
 
     if args.force or not s.runs:
         return False
@@ -153,8 +163,7 @@ def _all_recorded(s, folder: Path, args) -> bool:
         env = as_recorded(here, record["environment"]) if record else None
         if env is None:
             return False
-        parts = key_parts(config, env, identity(config.weights))
-        skip, _ = _decide(record, run_key(parts), parts, False, args.rerun_failed)
+        skip = decide(config, env, record, False, args.rerun_failed).skip
         if not skip:
             return False
         skips.append(skip)
@@ -194,10 +203,18 @@ def _foreign_records(folder: Path, s, suite_text: str) -> list[str]:
 
 def _child_argv(args, backend: str) -> list[str]:
     argv = ["run", args.suite, "--results", args.results, "--backend", backend, "--records-only"]
-    argv += [f"--set={item}" for item in args.set or []]
+    argv += [f"--set={item}" for item in args.set or []] + ([f"--shard={args.shard}"] if args.shard else [])
     argv += [flag for flag, on in (("--force", args.force), ("--rerun-failed", args.rerun_failed),
                                    ("--quiet", args.quiet)) if on]
     return argv
+
+
+def cmd_merge(args) -> int:
+    from .merge import merge
+
+    print(merge(Path(args.out), args.folders))
+    _finish(Path(args.out))
+    return EXIT_OK
 
 
 def cmd_table(args) -> int:
@@ -338,6 +355,28 @@ def cmd_beside(args) -> int:
     return EXIT_OK
 
 
+def cmd_gpu_summary(args) -> int:
+    from .gpucheck import write
+
+    text, found = write(Path(args.results))
+    print(f"{text}wrote {Path(args.results) / 'summary.txt'}")
+    if found.damaged:
+        return EXIT_BAD_INPUT
+    return EXIT_FAILED_RUNS if any(r["status"] != "ok" for r in found.records) else EXIT_OK
+
+
+def cmd_publish(args) -> int:
+    from . import publish
+
+    site = publish.gather([Path(r) for r in args.results])
+    for line in site.notes:
+        print(f"warning: {line}", file=sys.stderr)
+    out = publish.write(site, Path(args.out))
+    print(f"wrote {out / 'index.html'}: {len(site.suites)} suite page(s), {len(site.configs)} configuration page(s), "
+          f"{len(site.entries)} record(s)")
+    return EXIT_BAD_INPUT if site.damaged else EXIT_OK
+
+
 def cmd_baseline_save(args) -> int:
     from .baseline import save, saves
     from .store import scan
@@ -365,6 +404,13 @@ def cmd_baseline_list(args) -> int:
     print(pd.DataFrame(map(describe, found)).to_string(index=False))
     print("compare --against-baseline takes the latest save of the machine and suite")
     return EXIT_OK
+
+
+def cmd_export_mlflow(args) -> int:
+    from .export_mlflow import export
+
+    left_out = export(Path(args.results), args.tracking_uri, args.experiment)
+    return EXIT_BAD_INPUT if left_out else EXIT_OK  # the corrupt records are named above; the rest exported
 
 
 def cmd_ls(args) -> int:
@@ -422,7 +468,8 @@ def parser() -> argparse.ArgumentParser:
         return sp
 
     with_suite("validate", "check a suite without training", cmd_validate)
-    with_suite("list", "print the expanded runs of a suite", cmd_list)
+    with_suite("list", "print the expanded runs of a suite", cmd_list).add_argument(
+        "--shard", metavar="I/N", help="only the runs `run --shard I/N` runs (I/N or auto)")
     run = with_suite("run", "run a suite, then write the table and figures", cmd_run)
     run.add_argument("--results", default="results", help="results root; records go to RESULTS/<suite name>/")
     run.add_argument("--force", action="store_true", help="re-run runs already recorded")
@@ -433,6 +480,21 @@ def parser() -> argparse.ArgumentParser:
                      help="run only this backend's runs, in this process (KERAS_BACKEND must match)")
     run.add_argument("--records-only", action="store_true", help="write the records, not the table, figures "
                      "and report (what a per-backend child process does)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local", help="where the runs run: one after "
+                     "another in this process (local), or as tasks on a Ray cluster (ray: pip install 'tlbench[ray]')")
+    run.add_argument("--address", help="with --executor ray: the cluster's head, HOST:PORT (as `ray start --head` "
+                     "printed), ray://HOST:PORT or auto; default RAY_ADDRESS, else a Ray started for this command")
+    run.add_argument("--shard", metavar="I/N", help="run only shard I (0 to N-1) of N, a fixed partition of the "
+                     "suite's runs balanced by estimated cost; auto: I and N from a Slurm job array "
+                     "(SLURM_ARRAY_TASK_ID) or a Kubernetes indexed Job (JOB_COMPLETION_INDEX, TLBENCH_SHARDS)")
+
+    m = sub.add_parser("merge", help="combine the results folders of a suite's shards (run --shard) into one, "
+                       "then write its table, figures and report; refuses conflicting records")
+    m.add_argument("out", metavar="OUT", help="the combined suite results folder, e.g. results/smoke (its "
+                   "records are kept)")
+    m.add_argument("folders", nargs="+", metavar="FOLDER", help="a shard's suite results folder (holding runs/), "
+                   "or its results root holding one of OUT's name, e.g. results/shards/0")
+    m.set_defaults(fn=cmd_merge)
 
     t = sub.add_parser("table", help="print and write the comparison table of a results folder")
     t.add_argument("results", help="results folder of one suite, e.g. results/published/offline-default")
@@ -489,6 +551,19 @@ def parser() -> argparse.ArgumentParser:
     bb.add_argument("--out", help="folder for beside.md and beside.csv (default: YOURS)")
     bb.set_defaults(fn=cmd_beside)
 
+    gs = sub.add_parser("gpu-summary", help="the GPU check's summary of a results folder (scripts/gpu-check.sh): "
+                        "seconds per first and steady epoch, images/s, achieved TFLOP/s against the device's peak")
+    gs.add_argument("results", help="results folder of one suite, e.g. results/gpu-nvidia-h200/gpu-check; "
+                    "summary.txt is written there")
+    gs.set_defaults(fn=cmd_gpu_summary)
+
+    pu = sub.add_parser("publish", help="a static site of every results folder beneath RESULTS (superseded records "
+                        "and baseline saves as history), readable from disk and offline")
+    pu.add_argument("results", nargs="+", help="folders to search for results folders, e.g. results baselines")
+    pu.add_argument("--out", default="site", help="the site's folder (default: site); an earlier site there is "
+                    "replaced, any other folder refused")
+    pu.set_defaults(fn=cmd_publish)
+
     b = sub.add_parser("baseline", help="per-machine baselines for tlbench compare --against-baseline")
     bsub = b.add_subparsers(dest="baseline_command", required=True)
     bs = bsub.add_parser("save", help="copy a results folder's records to ROOT/<machine-id>/<suite>/<number>_<date>/"
@@ -501,6 +576,16 @@ def parser() -> argparse.ArgumentParser:
     bl = bsub.add_parser("list", help="the saved baselines: machine, suite, save, date, commit, runs")
     bl.add_argument("--root", default="baselines", help="baselines root (default: baselines)")
     bl.set_defaults(fn=cmd_baseline_list)
+
+    ex = sub.add_parser("export", help="log records to another tool")
+    exsub = ex.add_subparsers(dest="export_target", required=True)
+    em = exsub.add_parser("mlflow", help="each record as an MLflow run (config as params, per-epoch metrics, "
+                          "environment as tags, record and figures as artifacts); again updates, never duplicates")
+    em.add_argument("results", help="a suite folder (e.g. results/offline-default) or a results root")
+    em.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. sqlite:///mlflow.db or http://127.0.0.1:5000 "
+                    "(default: $MLFLOW_TRACKING_URI)")
+    em.add_argument("--experiment", help="MLflow experiment (default: the suite name)")
+    em.set_defaults(fn=cmd_export_mlflow)
 
     ls = sub.add_parser("ls", help="what a suite can name, one line each: backbones, datasets, modes, weights, "
                         "references")

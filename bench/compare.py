@@ -261,7 +261,7 @@ def _label(cfg: dict) -> str:
     return f"{cfg.get('backbone')} · {cfg.get('dataset')} · {cfg.get('mode')}"
 
 
-def _labels(configs: dict[str, dict]) -> dict[str, str]:
+def config_labels(configs: dict[str, dict]) -> dict[str, str]:
     """Short names; where two configurations share one, add the settings that tell them apart."""
     by_label: dict[str, list[str]] = {}
     for k, cfg in configs.items():
@@ -377,7 +377,7 @@ def compare(baseline: Path, current: Path, flags: dict, epochs: list[int] | None
 
     b_runs, c_runs = by_config(base_recs), by_config(cur_recs)
     configs = {k: recs[0]["config"] for k, recs in {**b_runs, **c_runs}.items()}
-    labels = _labels(configs)
+    labels = config_labels(configs)
     matched = sorted(set(b_runs) & set(c_runs), key=labels.get)
     unmatched = [_unmatched("baseline", k, set(c_runs) - set(b_runs), configs, labels, b_runs)
                  for k in sorted(set(b_runs) - set(c_runs), key=labels.get)]

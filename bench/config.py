@@ -57,6 +57,8 @@ class RunConfig:
     batchnorm: str | None = None
     # How it trains (recipes.py): a canonical recipe name; None is the documents' classic recipe.
     recipe: str | None = None
+    # Data parallel over this many devices, or "all" (distribute.py); None: one device.
+    devices: int | str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

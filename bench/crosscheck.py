@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from . import finetune, recipes
+from . import distribute, finetune, recipes
 from .backbones import BACKBONES
 from .datasets import DATASETS
 from .errors import UserError
@@ -45,6 +45,20 @@ def check_run(c, at: dict, mode: str, s: dict, o: dict, custom: dict) -> None:
     _check_weights(c, b, mode, s, o)
     _check_data(c, at["dataset"], s, o, custom)
     _check_backend(c, at["backend"])
+    _check_devices(c, at["backend"], s, o)
+
+
+def _check_devices(c, backend: str, s: dict, o: dict) -> None:
+    """Data parallel needs a backend with a distribution and a batch that splits evenly; whether this machine has
+    the devices is told at run time (that needs the backend imported)."""
+    if s["devices"] is None:
+        return
+    if backend not in distribute.BACKENDS:
+        _report(c, o, "devices", f"devices: {s['devices']} runs data parallel on backend "
+                f"{' or '.join(distribute.BACKENDS)}, not {backend}; leave devices unset (one device) for {backend}")
+    elif (n := distribute.count(s["devices"])) and s["batch_size"] % n:
+        _report(c, o, "devices", f"devices: {n} splits each batch over {n} devices: batch_size {s['batch_size']} "
+                f"is not a multiple of {n}")
 
 
 def _check_depth(c, b, mode, s, o):

@@ -68,7 +68,8 @@ def _repeats(name: str, at: dict, mode: str, s: dict, custom: dict, named: dict)
         train_size=s["train_size"], val_size=s["val_size"], seed=s["seed"], precision=s["precision"],
         jit_compile=s["jit_compile"], steps_per_execution=s["steps_per_execution"],
         weights=s["weights"], dataset_params=params, strategy=at["mode"] if at["mode"] in named else None,
-        cut=s["cut"], unfreeze=unfreeze, batchnorm=batchnorm, recipe=s["recipe"]) for r in range(s["repeats"])]
+        cut=s["cut"], unfreeze=unfreeze, batchnorm=batchnorm, recipe=s["recipe"],
+        devices=s["devices"]) for r in range(s["repeats"])]
 
 
 def _check_twin(c, run: RunConfig, where: str, seen: dict) -> None:

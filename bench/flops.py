@@ -77,25 +77,3 @@ def epoch_flops(c: Count, train_images: int, val_images: int) -> int:
     """One epoch as tlbench times it: a training pass plus a forward-only validation pass."""
     return c.train * train_images + c.forward * val_images
 
-
-# Dense peak TFLOP/s of accelerators whose figures are published (vendor data sheets, SXM parts,
-# without sparsity), by precision policy; matched as a substring of the device name. float32 gets
-# the TF32 tensor-core figure: TensorFlow and JAX run float32 convolutions and matmuls as TF32 on
-# these GPUs by default.
-PEAK_TFLOPS = {
-    "H200": {"float32": 494.7, "mixed_bfloat16": 989.4, "mixed_float16": 989.4},
-    "H100": {"float32": 494.7, "mixed_bfloat16": 989.4, "mixed_float16": 989.4},
-    "A100": {"float32": 156.0, "mixed_bfloat16": 312.0, "mixed_float16": 312.0},
-}
-
-
-def peak_tflops(device: str, precision: str) -> float | None:
-    """The published dense peak for this device and precision, or None where it cannot be known.
-
-    A CPU's peak depends on its clock and vector units, which a virtual machine does not
-    reliably report: None.
-    """
-    for name, peaks in PEAK_TFLOPS.items():
-        if name in device:
-            return peaks.get(precision)
-    return None

@@ -30,13 +30,14 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 # The modules whose code can change what a run measures: building the data, the model and its
 # weights, training, timing and the record's measured fields. tests/test_identity.py checks that
 # every bench module a run imports is either here or in NOT_MEASURING.
-RUN_PATH = ("backbones.py", "clock.py", "config.py", "datasets.py", "features.py", "finetune.py", "flops.py",
-            "gpu.py", "inputs.py", "load.py", "memory.py", "model.py", "modes.py", "numpy_pickle.py",
+RUN_PATH = ("backbones.py", "clock.py", "config.py", "datasets.py", "distribute.py", "features.py", "finetune.py",
+            "flops.py", "gpu.py", "inputs.py", "load.py", "memory.py", "model.py", "modes.py", "numpy_pickle.py",
             "preprocessing.py", "recipes.py", "runner.py", "torch_pickle.py", "torchvision_file.py",
             "torchvision_weights.py", "weights.py")
 # Imported on the way to a run, but changing none of its numbers: naming, bookkeeping and errors.
 NOT_MEASURING = ("__init__.py", "__main__.py", "cli.py", "console.py", "environment.py", "errors.py", "identity.py",
-                 "interrupt.py", "progress.py", "registry.py", "schema.py", "store.py", "suite.py",
+                 "interrupt.py", "progress.py", "registry.py", "schema.py", "shard.py", "store.py", "suite.py",
+                 "ray_executor.py",  # sends runs to Ray workers; each measures with the modules above
                  # the suite file, read and expanded into runs (suite.py)
                  "crosscheck.py", "expand.py", "matrix.py", "overrides.py", "settings.py", "suite_yaml.py")
 

@@ -54,6 +54,11 @@ class Eta:
         return MODES.get(c.mode).trainable if c.mode in MODES else True
 
     @classmethod
+    def cost(cls, c: RunConfig) -> float:
+        """A whole run's cost before any is timed, in frozen images: what shard.py balances shards by."""
+        return c.epochs * cls.work(c) * (cls.TRAINABLE_COST if cls.trainable(c) else 1.0)
+
+    @classmethod
     def _sample(cls, c: RunConfig, seconds: float, epochs: list[tuple[float, bool]]) -> _Sample | None:
         if not epochs:
             return None
@@ -249,11 +254,15 @@ class SuiteProgress:
                             self.eta.remaining(self.runs[self._position:]))
 
     def end(self, config: RunConfig, record: dict, seconds: float) -> None:
+        self.recorded(config, record, seconds, self._label)
+        self.display.update(self._position, self._label, self.eta.remaining(self.runs[self._position:]))
+
+    def recorded(self, config: RunConfig, record: dict, seconds: float, label: str) -> None:
+        """A finished run counted, learnt from for the ETA, and its result line shown."""
         self.ran += 1
         self.failed += record["status"] != "ok"
         self.eta.add(config, seconds, record.get("epochs") or [])
-        self.display.line(run_line(self._label, record, seconds), failed=record["status"] != "ok")
-        self.display.update(self._position, self._label, self.eta.remaining(self.runs[self._position:]))
+        self.display.line(run_line(label, record, seconds), failed=record["status"] != "ok")
 
     def summary(self) -> str:
         return (f"finished in {duration(time.perf_counter() - self.started_at)}: {self.ran} ran "

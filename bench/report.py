@@ -230,7 +230,7 @@ def _shape(ref: dict, ours: pd.DataFrame, at: dict) -> str:
                                                             "l" + "c" * (len(header) - 1)))
 
 
-def _reference_section(name: str, records: list[dict]) -> str:
+def reference_section(name: str, records: list[dict]) -> str:
     ref = load_reference(name)
     return (f"## The {ref['short']}'s table beside ours\n\n"
             f"{ref['title']}: {ref['source']}\n\n"
@@ -309,7 +309,7 @@ def markdown(found: store.Results, figures: list[Path], out: Path, study_files: 
     parts += ["## Diagnostics", "", _diagnostics(table, records)]
     parts += ["## Cost per run", "", _costs(table)]
     if suite.get("reference"):
-        parts += [_reference_section(suite["reference"], records)]
+        parts += [reference_section(suite["reference"], records)]
     if study_files:  # a training-set size study (study.py); its figures sit in OUT/figures beside the others
         parts += [study.section(records)]
     if recipe_files:  # recipes compared (ablation.py); its figure sits in OUT/figures too

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -20,28 +21,31 @@ from .modes import MODES
 from .suite import Suite
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def run_one(config: RunConfig, environment: dict, verbose: int = 2, callbacks: tuple = ()) -> dict:
     """Train one run and return its record; a failure is recorded, not raised. `callbacks` follow the clock
     in fit, so their epoch hooks run outside the timed spans."""
+    from contextlib import ExitStack
+
     import keras
 
-    from . import features, flops, gpu, inputs, load
+    from . import distribute, features, flops, gpu, inputs, load
     from . import model as model_lib
     from .clock import EpochClock, measurement
     from .memory import Peak
     from .weights import identity
 
     record = {"schema": store.SCHEMA, "run_id": config.run_id, "suite": config.suite,
-              "config": config.to_dict(), "started": _now(), "status": "running", "error": None,
+              "config": config.to_dict(), "started": now(), "status": "running", "error": None,
               "environment": environment, "weights": identity(config.weights), "recipe": recipes.describe(config),
               "epochs": []}
     clock = None
     machine, gpus = load.snapshot(), gpu.read()
     memory = Peak().start()
+    spread = ExitStack()  # closed in `finally`: the suite's next run must not inherit this one's devices
     try:
         keras.utils.set_random_seed(config.seed + config.repeat)
         t = time.perf_counter()
@@ -62,6 +66,9 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2, callbacks: t
             # extraction (building the backbone) drew random numbers.
             keras.utils.set_random_seed(config.seed + config.repeat)
 
+        if config.devices:  # data parallel: built, compiled and trained spread over the devices
+            record["devices"] = spread.enter_context(distribute.spread(config.devices, config.batch_size,
+                                                                       len(x_train), len(x_val)))
         t = time.perf_counter()
         build = model_lib.build_head if mode.cached_features else model_lib.build
         model = build(config, x_train.shape[1:], data.classes)
@@ -115,24 +122,25 @@ def run_one(config: RunConfig, environment: dict, verbose: int = 2, callbacks: t
     finally:
         if clock is not None:
             record["epochs"] = clock.rows
+        spread.close()
         memory.stop()
         record["memory"] = memory.record()
         record["load"] = load.during(machine, load.snapshot())
         if gpus:
             record["gpu"] = gpu.during(gpus, gpu.read())
-        record["finished"] = _now()
+        record["finished"] = now()
         keras.backend.clear_session()  # free the model before the next run builds its own
     return record
 
 
-def _recorded(folder: Path, config: RunConfig, out: Callable[[str], None], prefix: str) -> dict | None:
+def recorded(folder: Path, config: RunConfig, out: Callable[[str], None], prefix: str) -> dict | None:
     """This run's record: under its file name, or under the name an older tlbench gave the same config
     (fields added since get their defaults), so an old record is superseded, never left beside the new one.
     A corrupt one counts as none: it is moved to damaged/ (kept, with why) and the run measured again."""
     try:
         record = store.read_record(store.run_path(folder, config.run_id))
     except store.CorruptRecord as e:
-        out(f"{prefix}: {e}; moved to {store.set_aside(folder, e, _now())}, measuring it again")
+        out(f"{prefix}: {e}; moved to {store.set_aside(folder, e, now())}, measuring it again")
         record = None
     if record is None and (Path(folder) / "runs").is_dir():
         record = next((r for r in store.read_runs(folder)
@@ -146,11 +154,85 @@ def _decide(existing: dict | None, key: str, parts: dict, force: bool, rerun_fai
         return None, ""
     if force:
         return None, "--force"
-    if existing.get("key") != key:  # another machine, version, code or setting: a different measurement
+    # A run whose Ray worker died twice has no key (it died before saying its environment): a failed run anywhere.
+    crashed = existing.get("key") is None and existing.get("executor") is not None
+    if existing.get("key") != key and not crashed:  # another machine, version, code or setting
         return None, "what the measurement depends on changed: " + "; ".join(changes(existing.get("key_parts"), parts))
     if existing["status"] != "ok" and rerun_failed:
         return None, f"--rerun-failed (it {existing['status']})"
     return f"already recorded ({existing['status']})", ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a run is, measured where it runs: its key (which holds that machine) and whether it runs."""
+
+    key: str
+    parts: dict
+    skip: str | None  # why the recorded run stands, or None to measure it
+    again: str  # why it is measured again, or ''
+
+
+def decide(config: RunConfig, environment: dict, existing: dict | None, force: bool, rerun_failed: bool) -> Decision:
+    """Whether to measure `config` in `environment` (this process's, on the machine that would run it)."""
+    from .weights import identity
+
+    parts = key_parts(config, environment, identity(config.weights))
+    key = run_key(parts)
+    return Decision(key, parts, *_decide(existing, key, parts, force, rerun_failed))
+
+
+def measure(config: RunConfig, environment: dict, decision: Decision, verbose: int, callbacks: tuple = ()) -> dict:
+    """run_one's record with what identifies the measurement: the same fields whichever executor ran it."""
+    record = run_one(config, environment, verbose, callbacks)
+    record.update(key=decision.key, key_parts=decision.parts, rerun_reason=decision.again or None)
+    return record
+
+
+def skipped(folder: Path, config: RunConfig, why: str, existing: dict) -> str:
+    return (f"{why} in {store.run_path(folder, config.run_id)}, skipped"
+            + (" (--rerun-failed to retry)" if existing["status"] != "ok" else " (--force to re-run)"))
+
+
+def keep(folder: Path, record: dict, existing: dict | None, say: Callable[[str], None], prefix: str) -> None:
+    """Write a finished run's record in place of the one it replaces, then the CSVs: the driver's part alone."""
+    if existing is not None:
+        say(f"{prefix}: previous record moved to {store.supersede(folder, existing)}")
+    store.write_run(folder, record)
+    with store.folder_lock(folder):  # the CSVs keep up with the records, even if a kill comes next
+        store.rebuild(folder)
+
+
+def schedule(position: int, total: int, this_invocation: int, order: str) -> dict:
+    return {"position": position, "of": total, "this_invocation": this_invocation, "order": order}
+
+
+def _run_here(suite: Suite, folder: Path, i: int, config: RunConfig, environment: dict, options: tuple,
+              track: progress.SuiteProgress, finished: list[dict]) -> None:
+    """Run i of the suite in this process, unless recorded; under its lock, so another runner cannot take it."""
+    force, rerun_failed, verbose = options
+    prefix = f"run {i}/{len(suite.runs)} {suite.describe(config)}"
+    with store.run_lock(folder, config.run_id) as holder:
+        if holder is not None:
+            track.skip(i, prefix, f"another runner (pid {holder}) is running it, skipped")
+            return
+        # read under the lock: a concurrent runner may have just finished this run
+        existing = recorded(folder, config, track.say, prefix)
+        decision = decide(config, environment, existing, force, rerun_failed)
+        if decision.skip:
+            track.skip(i, prefix, skipped(folder, config, decision.skip, existing), existing)
+            return
+        if decision.again:
+            track.say(f"{prefix}: measuring again: {decision.again}")
+        track.start(i, config, prefix)
+        t = time.perf_counter()
+        record = measure(config, environment, decision, verbose, callbacks=(track.callback(),))
+        seconds = time.perf_counter() - t
+        record["schedule"] = schedule(i, len(suite.runs), len(finished) + 1,
+                                      "round-robin: every configuration once per repeat")
+        keep(folder, record, existing, track.say, prefix)
+        finished.append(record)
+        track.end(config, record, seconds)
 
 
 def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: bool = False,
@@ -159,8 +241,6 @@ def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: boo
 
     Progress goes to a rich display on an interactive terminal, plain lines elsewhere (progress.for_terminal);
     verbose: Keras's fit verbosity, by default the display's."""
-    from .weights import identity
-
     folder = Path(folder)
     environment = console.capture_environment()
     track = progress.SuiteProgress(suite.runs, progress.for_terminal(len(suite.runs)))
@@ -169,44 +249,15 @@ def run_suite(suite: Suite, folder: Path, force: bool = False, rerun_failed: boo
     track.say(console.device_line(environment))
     for warning in console.device_warnings(environment):
         print(f"warning: {warning}", file=sys.stderr)
-    verbose = track.verbose if verbose is None else verbose
+    options = (force, rerun_failed, track.verbose if verbose is None else verbose)
     finished, running = [], None
     try:
         with track:
             for i, config in enumerate(suite.runs, 1):
                 interrupt.check()
-                prefix = f"run {i}/{len(suite.runs)} {suite.describe(config)}"
-                parts = key_parts(config, environment, identity(config.weights))
-                key = run_key(parts)
-                with store.run_lock(folder, config.run_id) as holder:
-                    if holder is not None:
-                        track.skip(i, prefix, f"another runner (pid {holder}) is running it, skipped")
-                        continue
-                    # read under the lock: a concurrent runner may have just finished this run
-                    existing = _recorded(folder, config, track.say, prefix)
-                    skip, again = _decide(existing, key, parts, force, rerun_failed)
-                    if skip:
-                        track.skip(i, prefix, f"{skip} in {store.run_path(folder, config.run_id)}, skipped"
-                                   + (" (--rerun-failed to retry)" if existing["status"] != "ok"
-                                      else " (--force to re-run)"), existing)
-                        continue
-                    if again:
-                        track.say(f"{prefix}: measuring again: {again}")
-                    track.start(i, config, prefix)
-                    t, running = time.perf_counter(), config.run_id
-                    record = run_one(config, environment, verbose, callbacks=(track.callback(),))
-                    seconds = time.perf_counter() - t
-                    record.update(key=key, key_parts=parts, rerun_reason=again or None,
-                                  schedule={"position": i, "of": len(suite.runs), "this_invocation": len(finished) + 1,
-                                            "order": "round-robin: every configuration once per repeat"})
-                    if existing is not None:
-                        track.say(f"{prefix}: previous record moved to {store.supersede(folder, existing)}")
-                    store.write_run(folder, record)
-                    finished.append(record)
-                    running = None
-                    with store.folder_lock(folder):  # the CSVs keep up with the records, even if a kill comes next
-                        store.rebuild(folder)
-                    track.end(config, record, seconds)
+                running = config.run_id
+                _run_here(suite, folder, i, config, environment, options, track, finished)
+                running = None
     except (KeyboardInterrupt, Interrupted) as e:
         code = e.code if isinstance(e, Interrupted) else 130
         track.say(f"interrupted: {len(finished)} run(s) recorded this time in {folder}"

@@ -18,7 +18,8 @@ from .config import RunConfig
 from .errors import short
 from .suite import SAFE_NAME
 
-VERSION = 3  # 2: key_parts, load, schedule, cpu_info; 3: batchnorm_check, input_pipeline, gpu, epochs' load and gpu
+# 2: key_parts, load, schedule, cpu_info; 3: batchnorm_check, input_pipeline, gpu, epochs' load and gpu; 4: devices
+VERSION = 4
 
 NONE = type(None)
 NUMBER = (int, float)
@@ -35,7 +36,9 @@ RECORD: Spec = [("run_id", (str,), True), ("status", (str,), True), ("config", (
                 ("build_seconds", (*NUMBER, NONE), False), ("params", (dict, NONE), False),
                 ("memory", (dict, NONE), False), ("load", (dict, NONE), False), ("features", (dict, NONE), False),
                 ("flops", (dict, NONE), False), ("data", (dict, NONE), False), ("batchnorm_check", (dict, NONE), False),
-                ("input_pipeline", (dict, NONE), False), ("gpu", (dict, NONE), False)]
+                ("input_pipeline", (dict, NONE), False), ("gpu", (dict, NONE), False), ("devices", (dict, NONE), False),
+                # where a run ran when not in the `run` process itself: {name: ray, node, attempts, first_failure}
+                ("executor", (dict, NONE), False)]
 ENVIRONMENT: Spec = [("device", (str,), True), ("accelerator_count", (int, NONE), False),
                      ("cpu_count", (int, NONE), False), ("cpu_info", (dict, NONE), False),
                      ("keras_backend", (str, NONE), False), ("versions", (dict, NONE), False),
@@ -55,6 +58,7 @@ NESTED: dict[str, Spec] = {
     "batchnorm_check": [("images", (int,), True), ("moving_accuracy", NUMBER, True), ("batch_accuracy", NUMBER, True)],
     "input_pipeline": [("seconds_per_epoch", NUMBER, True)],
     "gpu": [("start", (list,), False), ("end", (list,), False), ("throttled_seconds", (list,), False)],
+    "devices": [("count", (int,), True), ("list", (list,), False), ("strategy", (str,), False)],
 }
 EPOCH: Spec = [("epoch", (int,), True), ("phase", (str,), True), ("epoch_seconds", NUMBER, True),
                ("train_seconds", NUMBER, True), ("train_images", (int,), True),

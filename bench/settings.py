@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from . import finetune, recipes
+from . import distribute, finetune, recipes
 from .errors import short, unknown
 from .weights import WEIGHTS, is_file_source
 
@@ -128,6 +128,7 @@ SETTINGS: dict[str, Callable] = {
     "unfreeze": _nullable(finetune.parse_unfreeze),  # null: the mode's (none when frozen, all otherwise)
     "batchnorm": _nullable(_choice(finetune.BATCHNORM, "batchnorm policy")),  # null: frozen if any layer is
     "recipe": _nullable(recipes.parse),  # null: classic, the documents' recipe
+    "devices": _nullable(distribute.parse),  # null: one device
 }
 # Settings a matrix may sweep: all but the repeat count, which is not a configuration.
 SETTING_AXES = tuple(k for k in SETTINGS if k != "repeats")
@@ -139,7 +140,7 @@ DEFAULTS: dict[str, Any] = {
     "head": {"pooling": "avg", "dense": [512], "dropout": 0.0, "activation": "relu"},
     "train_size": None, "val_size": None, "seed": 0, "repeats": 1, "precision": "float32",
     "jit_compile": "auto", "steps_per_execution": 1, "weights": "imagenet",
-    "cut": None, "unfreeze": None, "batchnorm": None, "recipe": None,
+    "cut": None, "unfreeze": None, "batchnorm": None, "recipe": None, "devices": None,
 }
 
 

@@ -134,14 +134,15 @@ def _parse(path: Path):
 
 def read_record(path: Path) -> dict | None:
     """One record, or None when there is none; raises CorruptRecord for a file that is not a valid one,
-    including a record under another run's file name (a copy would otherwise count as a repeat)."""
+    including a record under another run's file name (a copy would otherwise count as a repeat). In superseded/
+    the name is <run_id>.<finished> (superseded_path)."""
     path = Path(path)
     if not os.path.lexists(path):
         return None
     record = _parse(path)
     if found := schema.problems(record):
         raise CorruptRecord(path, schema.summary(found))
-    if record["run_id"] != path.stem:
+    if record["run_id"] != (path.stem.rsplit(".", 1)[0] if path.parent.name == "superseded" else path.stem):
         raise CorruptRecord(path, f"its run_id is '{record['run_id']}', not the file's name: a copy or a renamed "
                                   "file, left out so that it does not count twice")
     return record
@@ -153,9 +154,14 @@ def _stamp(record: dict) -> str:
     return re.sub(r"[^0-9A-Za-z+-]", "", text)[:40] or "unknown"
 
 
+def superseded_path(folder: Path, record: dict) -> Path:
+    """Where an older record of a run is kept: RESULTS/superseded/<run_id>.<finished>.json."""
+    return Path(folder) / "superseded" / f"{record['run_id']}.{_stamp(record)}.json"
+
+
 def supersede(folder: Path, record: dict) -> Path:
     """Move an older record of a run aside before its new measurement takes its place."""
-    dest = Path(folder) / "superseded" / f"{record['run_id']}.{_stamp(record)}.json"
+    dest = superseded_path(folder, record)
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(run_path(folder, record["run_id"]), dest)
     return dest

@@ -17,6 +17,8 @@ Schema (README "Suite files" documents it for users):
                overrides: [{match: {AXIS: name or [names]}, METRIC: value}]}   thresholds for `tlbench compare`
   reference: NAME                a published table (report.REFERENCES) to set beside the results
                                  (bench/references/NAME.yaml)
+  resources: {cpus: N, gpus: N}  what each run reserves on a node under `run --executor ray` (not a setting:
+                                 no run's config or key holds it)
 
 One module per job: suite_yaml (the file, each key's line, the error collector), settings (each setting's
 check and default), matrix (axes, include entries, --set), overrides (rules and their one matcher), expand
@@ -46,7 +48,9 @@ __all__ = ["AXES", "SAFE_NAME", "SETTINGS", "Suite", "TOP_KEYS", "load", "parse_
 
 # What a name that becomes a folder or goes into a run id (and so a file name) may hold.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-TOP_KEYS = {"name", "description", "defaults", "matrix", "overrides", "datasets", "modes", "regression", "reference"}
+RESOURCES = {"cpus": "CPU cores each run reserves on a Ray node", "gpus": "GPUs each run reserves on a Ray node"}
+TOP_KEYS = {"name", "description", "defaults", "matrix", "overrides", "datasets", "modes", "regression", "reference",
+            "resources"}
 
 
 @dataclass
@@ -61,6 +65,8 @@ class Suite:
     axes: list[str] = field(default_factory=list)  # settings the matrix sweeps (shown beside each run's name)
     # What the runs will fetch from the network (weights, data not on this machine): said before they start.
     notes: list[str] = field(default_factory=list)
+    # What each run asks of a cluster node ({cpus: 4, gpus: 1}): a scheduling request, so in no run's config or key.
+    resources: dict = field(default_factory=dict)
 
     def describe(self, run: RunConfig) -> str:
         """The run's name with the values of the swept settings: 'mobilenet_v2 · mnist · frozen · train_size=250'."""
@@ -82,13 +88,26 @@ def load(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Suite:
     rules = override_rules(c, data, matrix.swept(grid, includes), settings)
     regression = _regression(c, data, matrix.swept(grid, includes))
     reference = _reference(c, data)
+    resources = _resources(c, data)
     matrix.apply_cli(c, overrides, settings, origin, [grid, *includes], valid)
     runs = expand.runs(c, name, settings, origin, grid, includes, rules, custom, named)
     if c.errors:
         raise SuiteErrors(c.errors)
     swept = [k for k in matrix.swept(grid, includes)
              if k in SETTINGS and len({matrix.json_text(getattr(r, k)) for r in runs}) > 1]
-    return Suite(name, data.get("description") or "", str(path), runs, regression, reference, swept, c.notes)
+    return Suite(name, data.get("description") or "", str(path), runs, regression, reference, swept, c.notes,
+                 resources)
+
+
+def _resources(c, data) -> dict:
+    """`resources: {cpus: N, gpus: N}`: what each run asks of a node under `--executor ray`."""
+    out = {}
+    for k, v in c.mapping(data.get("resources"), ("resources",), RESOURCES).items():
+        if k in RESOURCES and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1024):
+            c.error(("resources", k), f"{RESOURCES[k]}: a number from 0 to 1024, got {short(v)}")
+        elif k in RESOURCES:
+            out[k] = v
+    return out
 
 
 def _name(c, data) -> str:

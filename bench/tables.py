@@ -97,6 +97,14 @@ def group_key(record: dict) -> str:
     return json.dumps(identity_fields(record), sort_keys=True)
 
 
+# Settings whose unset value ("None": identity_fields holds text) has a plain meaning a reader should see instead.
+_UNSET_MEANS = {"devices": "1"}
+
+
+def _shown(key: str, value: str | None) -> str:
+    return _UNSET_MEANS.get(key, value) if value == "None" else value
+
+
 def _variants(groups: dict[str, dict]) -> dict[str, tuple[str, str]]:
     """group -> (variant, note). Within a block, a field that differs between groups of the SAME row kind
     (mode, or a suite's strategy) splits the block (variant: 'epochs=3'); a field that differs only between
@@ -112,7 +120,7 @@ def _variants(groups: dict[str, dict]) -> dict[str, tuple[str, str]]:
         within_mode = [k for k in varies if any(len({groups[g].get(k) for g in members if kinds[g] == m}) > 1
                                                  for m in set(kinds.values()))]
         for g in members:
-            show = lambda keys: ", ".join(f"{k}={groups[g].get(k)}" for k in keys)  # noqa: E731
+            show = lambda keys: ", ".join(f"{k}={_shown(k, groups[g].get(k))}" for k in keys)  # noqa: E731
             # a strategy's own settings name it; the defaults (None) of the others would only clutter the row
             out[g] = (show(within_mode),
                       show([k for k in varies if k not in within_mode and groups[g].get(k) != "None"]))
@@ -185,15 +193,31 @@ def summarise(records: list[dict], epochs: list[int] | None = None) -> tuple[pd.
                    runs=len(recs), ok=len(ok), run_ids=" ".join(sorted(r["run_id"] for r in recs)),
                    status="ok" if len(ok) == len(recs) else ", ".join(sorted({r.get("status") for r in recs} - {"ok"})),
                    last_epoch=last[g], dataset_type=cfg["dataset_params"].get("type"),
+                   devices=(recs[0].get("devices") or {}).get("count", 1),
                    diagnostics=" ".join(dict.fromkeys(d.name for _, d in row_diagnostics(recs))),
                    **model_size(next((r for r in recs if r.get("params")), recs[0])))
         for metric, values in _samples(ok, epochs).items():
             row.update({f"{metric}_{k}": v for k, v in describe(values).items()})
         rows.append(row)
-    table = pd.DataFrame(rows)
+    table = _scaling(pd.DataFrame(rows), fields)
     order = sorted(range(len(table)), key=lambda i: (*table.loc[i, BLOCK_KEYS[:2]], _natural(table.loc[i, "variant"]),
                                                      mode_order(rows[i])))
     return table.loc[order].reset_index(drop=True), epochs
+
+
+def _scaling(table: pd.DataFrame, fields: dict[str, dict]) -> pd.DataFrame:
+    """Steady images/s per device, and the efficiency of a data-parallel row: its images/s over N times those of
+    the same configuration on one device (the row whose fields differ in `devices` alone); NaN without one."""
+    def twin(g: str) -> str:
+        return json.dumps({k: v for k, v in fields[g].items() if k != "devices"}, sort_keys=True)
+
+    ips = table["steady_images_per_second_median"]
+    one = {twin(g): v for g, v, n in zip(table["group"], ips, table["devices"]) if n == 1}
+    table["images_per_second_per_device"] = ips / table["devices"]
+    table["scaling_efficiency"] = [v / one.get(twin(g), float("nan")) if n > 1 else float("nan")
+                                   for g, v, n in zip(table["group"], table["images_per_second_per_device"],
+                                                      table["devices"])]
+    return table
 
 
 def check_epochs(records: list[dict], epochs: list[int]) -> None:
@@ -214,6 +238,10 @@ def _spans(numbers: list[int]) -> str:
         else:
             spans.append([n])
     return ", ".join(f"{s[0]}–{s[-1]}" if len(s) > 1 else f"{s[0]}" for s in spans)
+
+
+def rate(v: float) -> str:
+    return f"{v:.0f} img/s"
 
 
 def pct(v: float) -> str:
@@ -288,11 +316,26 @@ def blocks(table: pd.DataFrame):
     return (block for _, block in table.groupby(BLOCK_KEYS + ["variant"], dropna=False, sort=False))
 
 
-def _row_cells(row, shown: list[int], marks: diagnostics.Footnotes) -> list[str]:
+def _row_cells(row, shown: list[int], marks: diagnostics.Footnotes, scaling: bool) -> list[str]:
     """A row's label and cells, each cell followed by the marks of the diagnostics that concern it."""
     metrics = [(f"val_acc_{n}", pct, diagnostics.accuracy_cell(n)) for n in shown]
     metrics += [("steady_epoch_seconds", secs, diagnostics.SECONDS), ("first_epoch_seconds", secs, diagnostics.FIRST)]
-    return [row["label"]] + [cell(row, metric, fmt) + marks.mark(row["group"], name) for metric, fmt, name in metrics]
+    cells = [cell(row, metric, fmt) + marks.mark(row["group"], name) for metric, fmt, name in metrics]
+    return [row["label"]] + cells + ([scaling_cell(row)] if scaling else [])
+
+
+SCALING = "Per device (scaling)"
+
+
+def scaling_cell(row) -> str:
+    """'40 img/s on 2 devices (83 %)': steady images/s per device and the efficiency against one device."""
+    per = row["images_per_second_per_device"]
+    if pd.isna(per):
+        return "—"
+    if row["devices"] == 1:
+        return rate(per)
+    efficiency = "—" if pd.isna(row["scaling_efficiency"]) else f"{100 * row['scaling_efficiency']:.0f} %"
+    return f"{rate(per)} on {row['devices']} devices ({efficiency})"
 
 
 def markdown(table: pd.DataFrame, epochs: list[int] | None = None,
@@ -302,17 +345,23 @@ def markdown(table: pd.DataFrame, epochs: list[int] | None = None,
     if table.empty:
         return "_no runs recorded_\n"
     marks = footnotes or diagnostics.Footnotes([], {})
+    scaling = bool((table["devices"] > 1).any())  # a column only where some row ran data parallel
     parts = []
     for block in blocks(table):
         first = block.iloc[0]
         shown = _shown_epochs(block, epochs)
-        rows = [_row_cells(row, shown, marks) for _, row in block.iterrows()]
-        header = ["Training Mode"] + [f"Val Acc @ {n} epoch" for n in shown] + ["Time per epoch", "First epoch"]
+        rows = [_row_cells(row, shown, marks, scaling) for _, row in block.iterrows()]
+        header = (["Training Mode"] + [f"Val Acc @ {n} epoch" for n in shown] + ["Time per epoch", "First epoch"]
+                  + [SCALING] * scaling)
         parts.append(f"**{block_title(first)}**\n\n_{first['hardware']}_\n\n"
-                     + markdown_table(pd.DataFrame(rows, columns=header), "l" + "c" * len(shown) + "rr"))
+                     + markdown_table(pd.DataFrame(rows, columns=header), "l" + "c" * len(shown) + "r" * (2 + scaling)))
     note = NOTE + (f" {mode_label('frozen-cached')}: the head alone, on features computed once (the one-off "
                    "extraction is the records' `features.extract_seconds`)." if (table["mode"] == "frozen-cached").any()
                    else "")
+    if scaling:
+        note += (f" {SCALING}: steady images/s per device, and in brackets the efficiency, images/s on N devices over "
+                 "N times the same configuration's on one device (— without a one-device row). The global batch is "
+                 "batch_size, split over the devices.")
     if table["recipe"].notna().any():
         note += (" A row names its recipe unless it is the classic one, the Udacity lab's (bench/recipes.py). In a "
                  "two-stage recipe epoch 1 trains the head alone, so its first epoch is the head's, and the first "

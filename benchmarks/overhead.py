@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench import datasets, flops, inputs, runner, suite  # noqa: E402
+from bench import datasets, flops, gpucheck, inputs, runner, suite  # noqa: E402
 from bench import model as model_lib  # noqa: E402
 from bench.backbones import BACKBONES  # noqa: E402
 from bench.environment import capture, hardware_label  # noqa: E402
@@ -289,8 +289,8 @@ def report_cached(s: Summary, extraction: float | None):
 def report_flops(seconds: dict, counts: dict, size: dict, device: str, precision: str):
     print("\n(d) achieved GFLOP/s per mode (steady epochs; training = 3x forward for trainable layers)")
     ceiling = matmul_ceiling()
-    peak = flops.peak_tflops(device, precision)
-    known = f"{peak * 1e3:,.0f} GFLOP/s" if peak else "unknown (a CPU does not report its clock and vector units)"
+    peak = gpucheck.peak(device, precision)
+    known = f"{peak[0] * 1e3:,.0f} GFLOP/s ({peak[1]})" if peak else "unknown (a CPU does not report its clock and vector units)"
     print(f"    machine peak: {known}; measured float32 matmul ceiling {ceiling:.0f} GFLOP/s")
     for mode, sec in seconds.items():
         c = counts[mode]

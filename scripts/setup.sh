@@ -8,13 +8,19 @@ what=${1:-run}
 PYTHON=${PYTHON:-python3}
 
 # Real data without internet: Debian packages Fashion-MNIST. Elsewhere Keras downloads it.
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "setup: installing Debian package dataset-fashion-mnist (real Fashion-MNIST, for offline runs)"
-  $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
-    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
-    || echo "setup: could not install dataset-fashion-mnist; runs will try Keras's download instead" >&2
-fi
+sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_install() {  # PACKAGE WHY FALLBACK: once, quietly; refreshes the package lists only if the first try fails
+  command -v apt-get >/dev/null || { echo "setup: no apt-get for $1; $3" >&2; return 0; }
+  echo "setup: installing Debian package $1 ($2)"
+  $sudo apt-get install -y -q "$1" >/dev/null 2>&1 \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$1" >/dev/null; } \
+    || echo "setup: could not install $1; $3" >&2
+}
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] \
+  || apt_install dataset-fashion-mnist "real Fashion-MNIST, for offline runs" "runs will try Keras's download instead"
+# The published site is tested in a real browser (tests/test_publish.py drives Debian's Chromium with Playwright).
+[ "$what" != test ] || command -v chromium >/dev/null \
+  || apt_install chromium "a headless browser for the site's tests" "those tests are skipped"
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@"; }

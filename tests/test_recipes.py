@@ -230,6 +230,7 @@ matrix:
 """
 
 
+@pytest.mark.slow  # two real two-stage runs, one per backend: ~2 min
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("jax"), reason="jax is not installed")
 def test_a_two_stage_run_records_its_stages_under_each_backend(tmp_path):
     """weights: none stands in for pretrained weights here (the mode, not the weights, decides the stages)."""

@@ -137,7 +137,7 @@ def test_a_download_ahead_is_a_note_that_says_it_needs_internet(write_suite, tmp
         "/usr/share/datasets/cifar-100-python): a run asks Keras for it, which downloads it unless it holds a copy "
         "of its own: that needs internet, which this check did not try"]
     p = tlbench("validate", path)
-    assert p.returncode == 0 and p.stderr.count("note: ") == 2 and f"note: weights 'imagenet'" in p.stderr
+    assert p.returncode == 0 and p.stderr.count("note: ") == 2 and "note: weights 'imagenet'" in p.stderr
     (tmp_path / "keras" / "models").mkdir(parents=True)
     (tmp_path / "keras" / "models" / weights).write_bytes(b"")
     assert [n.split(" ")[1] for n in suite.load(path).notes] == ["'cifar100'"]  # the weights are cached now
