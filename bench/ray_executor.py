@@ -180,7 +180,7 @@ class _Cluster:
     def _keep(self, task: _Task, record: dict, seconds: float) -> None:
         record["executor"] = {**record.get("executor", {"name": "ray"}), "attempts": task.attempts,
                               **({"first_failure": task.first_failure} if task.first_failure else {})}
-        record["schedule"] = runner.schedule(task.position, len(self.suite.runs), len(self.finished) + 1, ORDER)
+        record["schedule"] = runner.schedule(self.suite, task.position, len(self.finished) + 1, ORDER)
         runner.keep(self.folder, record, task.existing, self.track.say, task.prefix)
         self.finished.append(record)
         self.track.recorded(task.config, record, seconds, task.prefix)

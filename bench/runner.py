@@ -203,8 +203,10 @@ def keep(folder: Path, record: dict, existing: dict | None, say: Callable[[str],
         store.rebuild(folder)
 
 
-def schedule(position: int, total: int, this_invocation: int, order: str) -> dict:
-    return {"position": position, "of": total, "this_invocation": this_invocation, "order": order}
+def schedule(suite: Suite, position: int, this_invocation: int, order: str) -> dict:
+    """Where a run stood in its invocation: its position among the suite's runs (the shard's, with --shard)."""
+    return {"position": position, "of": len(suite.runs), "this_invocation": this_invocation, "order": order,
+            **({"shard": suite.shard} if suite.shard else {})}
 
 
 def _run_here(suite: Suite, folder: Path, i: int, config: RunConfig, environment: dict, options: tuple,
@@ -228,8 +230,7 @@ def _run_here(suite: Suite, folder: Path, i: int, config: RunConfig, environment
         t = time.perf_counter()
         record = measure(config, environment, decision, verbose, callbacks=(track.callback(),))
         seconds = time.perf_counter() - t
-        record["schedule"] = schedule(i, len(suite.runs), len(finished) + 1,
-                                      "round-robin: every configuration once per repeat")
+        record["schedule"] = schedule(suite, i, len(finished) + 1, "round-robin: every configuration once per repeat")
         keep(folder, record, existing, track.say, prefix)
         finished.append(record)
         track.end(config, record, seconds)

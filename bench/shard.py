@@ -115,4 +115,4 @@ def apply(args, suite):
     runs, line = select(suite.runs, shard)
     print(line, flush=True)
     args.shard = str(shard)
-    return replace(suite, runs=runs)
+    return replace(suite, runs=runs, shard=str(shard))

@@ -67,6 +67,8 @@ class Suite:
     notes: list[str] = field(default_factory=list)
     # What each run asks of a cluster node ({cpus: 4, gpus: 1}): a scheduling request, so in no run's config or key.
     resources: dict = field(default_factory=dict)
+    # The part of the suite this invocation runs ('1/4', from --shard: shard.apply); None for the whole suite.
+    shard: str | None = None
 
     def describe(self, run: RunConfig) -> str:
         """The run's name with the values of the swept settings: 'mobilenet_v2 · mnist · frozen · train_size=250'."""

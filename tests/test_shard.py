@@ -148,6 +148,8 @@ def test_shards_run_each_run_once_and_merge_into_the_whole_suite(sharded):
     folder = tmp / "results" / "tiny"
     records = {p.stem: json.loads(p.read_text()) for p in (folder / "runs").glob("*.json")}
     assert {i: RunConfig.from_dict(r["config"]) for i, r in records.items()} == {r.run_id: r for r in whole}
+    assert sorted(r["schedule"]["shard"] for r in records.values()) == ["0/2", "1/2", "1/2"]  # said, not keyed
+    assert all(r["schedule"]["of"] == len(ran[int(r["schedule"]["shard"][0])]) for r in records.values())
     table = unmarked((folder / "table.md").read_text())
     for r in records.values():  # one block per train_size, its row the record's numbers
         first = r["epochs"][0]
