@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .errors import UserError
-from .store import Results, run_path, scan
+from .store import Results, results_folders, run_path, scan
 
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss", "epoch_seconds", "train_seconds", "val_seconds",
            "images_per_second")
@@ -44,10 +44,8 @@ def tracking_uri(given: str | None) -> str:
 
 
 def suite_folders(results: Path) -> list[Path]:
-    """RESULTS itself when it is a suite folder (has runs/), else the suite folders in it (a results root)."""
-    if (results / "runs").is_dir():
-        return [results]
-    folders = sorted(p.parent for p in results.glob("*/runs") if p.is_dir()) if results.is_dir() else []
+    """The suite folders at RESULTS: itself (a suite folder, with runs/) and those in it (a results root)."""
+    folders = results_folders(results)
     if not folders:
         raise UserError(f"'{results}' holds no results: neither a suite folder (with runs/) nor a results root "
                         "(suite folders with runs/ in it); run a suite first: tlbench run SUITE")

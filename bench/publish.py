@@ -179,10 +179,8 @@ def suite_folders(roots: list[Path]) -> list[tuple[Path, str]]:
         if not root.is_dir():
             raise UserError(f"'{root}' is not a folder; give results folders (e.g. results, or results/published)")
         base = root.resolve().parent
-        found = [root] if (root / "runs").is_dir() else []
-        found += sorted(p.parent for p in root.rglob("runs") if p.is_dir() and p.parent != root
-                        and not any(part.startswith(".") for part in p.relative_to(root).parts))
-        out += [(f, "/".join(slug(p) for p in f.resolve().relative_to(base).parts)) for f in found]
+        out += [(f, "/".join(slug(p) for p in f.resolve().relative_to(base).parts))
+                for f in store.results_folders(root, deep=True)]
     if not out:
         raise UserError(f"no results beneath {', '.join(map(repr, map(str, roots)))}: no folder holds a runs/ "
                         "folder; run a suite first (tlbench run SUITE) or give the folder it wrote to")

@@ -69,7 +69,7 @@ def _costs(table: pd.DataFrame) -> str:
              "the backbone takes than a frozen head, and at the throughput each sustains."]
     for block in tables.blocks(table):
         rows = [[row["label"], _params(row), _gflops(row), _gib(row, "host_peak_rss_gib"),
-                 _gib(row, "accelerator_peak_gib"), tables.cell(row, "steady_images_per_second", _rate)]
+                 _gib(row, "accelerator_peak_gib"), tables.cell(row, "steady_images_per_second", tables.rate)]
                 for _, row in block.iterrows()]
         frame = pd.DataFrame(rows, columns=["Training Mode", "Parameters: trainable / all",
                                             "GFLOPs per image: forward / training step", "Peak host memory (RSS)",
@@ -106,10 +106,6 @@ def _gflops(row) -> str:
 
 def _gib(row, metric: str) -> str:
     return "—" if pd.isna(row[f"{metric}_median"]) else f"{row[f'{metric}_median']:.2f} GiB"
-
-
-def _rate(v: float) -> str:
-    return f"{v:.0f} img/s"
 
 
 # --- a published table beside ours ---------------------------------------------------------------

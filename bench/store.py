@@ -258,6 +258,18 @@ def _other_suites(records: list[dict], suite: dict) -> list[str]:
             f"'{expected}' (e.g. {others[0][1]}): read with the rest; move them away if they do not belong"]
 
 
+def results_folders(root: Path, deep: bool = False) -> list[Path]:
+    """The suite results folders (those holding runs/) at root: root itself, and those in it: its children, or
+    with `deep` every folder beneath it (hidden ones aside)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [root] if (root / "runs").is_dir() else []
+    return found + sorted(p.parent for p in (root.rglob("runs") if deep else root.glob("*/runs"))
+                          if p.is_dir() and p.parent != root
+                          and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
 def scan(folder: Path) -> Results:
     """Every record of a folder checked against the schema; the corrupt ones set apart, never changed."""
     folder = Path(folder)
